@@ -32,7 +32,9 @@ def config_from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
     unknown = [k for k in data if k not in fields]
     if unknown:
         k = unknown[0]
-        raise ConfigError(f"unknown {cls.__name__} field '{k}'{did_you_mean(k, list(fields))} fields: {', '.join(fields)}")
+        raise ConfigError(
+            f"unknown {cls.__name__} field '{k}'{did_you_mean(k, list(fields))} fields: {', '.join(fields)}"
+        )
     hints = typing.get_type_hints(cls)
     values = {}
     for k, v in data.items():
@@ -114,13 +116,17 @@ def resolve_config(
     if preset is not None:
         if preset not in presets:
             names = sorted(presets)
-            raise UnknownNameError(f"unknown preset '{preset}'{did_you_mean(preset, names)} available: {', '.join(names)}")
+            raise UnknownNameError(
+                f"unknown preset '{preset}'{did_you_mean(preset, names)} available: {', '.join(names)}"
+            )
         values.update({k: v for k, v in presets[preset].items() if k != "source"})
     values.update(dict(overrides or {}))
     return config_from_dict(cls, values)
 
 
-def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> None:
+def check_range(
+    name: str, value: float, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False
+) -> None:
     """Raise :class:`ConfigError` unless ``lo <= value <= hi`` (``lo < value`` when ``lo_open``)."""
     bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (hi is not None and value > hi)
     if bad:

@@ -1,0 +1,356 @@
+"""The SyntheticSet artifact: a distilled set as safetensors + a JSON sidecar, loadable in one line.
+
+Layout on disk for ``path = "cifar10_mtt_ipc10.safetensors"``:
+
+- ``cifar10_mtt_ipc10.safetensors``: tensors ``images`` (N, C, H, W) float32 (absent for graph summaries),
+  ``labels`` (N,) int64 hard labels or (N, K) float32 soft labels, optional ``zca_mean``/``zca_matrix``/
+  ``zca_inverse`` and any method-specific tensors (graph summaries put theirs here).
+- ``cifar10_mtt_ipc10.json``: format version, kind, method, dataset, IPC, classes, label kind, learned lr,
+  preprocessing, resolved config, provenance, per-tensor shapes/dtypes and the sha256 of the tensor file.
+
+Both are written atomically (temp file + rename), the tensor file first. Loading checks the version, the
+checksum and every recorded shape and dtype; anything else is refused with :class:`IntegrityError`.
+
+Example:
+    >>> from condense import SyntheticSet
+    >>> syn = SyntheticSet.load("cifar10_mtt_ipc10.safetensors")  # doctest: +SKIP
+    >>> loader = syn.to_dataloader(batch_size=256, shuffle=True)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from condense.errors import DataNotFoundError, IntegrityError, MismatchError
+from condense.io import load_tensors, read_json, save_tensors, write_json_atomic
+
+__all__ = ["SyntheticSet", "FORMAT_VERSION", "sidecar_path"]
+
+FORMAT_VERSION = 1
+_KINDS = ("images", "graph_summary")
+_ZCA_KEYS = ("zca_mean", "zca_matrix", "zca_inverse")
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """The JSON sidecar beside a ``.safetensors`` artifact."""
+    return Path(path).with_suffix(".json")
+
+
+def _tensor_path(path: str | Path) -> Path:
+    p = Path(path)
+    if p.suffix == ".json":
+        p = p.with_suffix(".safetensors")
+    elif p.suffix != ".safetensors":
+        p = p.with_name(p.name + ".safetensors")
+    return p
+
+
+def _provenance() -> dict[str, Any]:
+    from condense import __version__
+
+    return {
+        "condense": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+@dataclass
+class SyntheticSet:
+    """A distilled dataset with everything needed to train on it the way it was evaluated.
+
+    Args:
+        images: synthetic images, or None for graph summaries.
+        labels: hard labels (int64 class indices) or soft labels (float logits/probabilities, see
+            ``meta["label_kind"]``).
+        classes: class names in label order.
+        method: registered method name that produced it.
+        dataset: dataset name it was distilled from.
+        ipc: images (or graphs) per class.
+        lr: learned learning rate (MTT family), used by evaluation when set.
+        preprocessing: ``{"mean", "std", "zca"}`` as recorded by the dataset; images live in that space.
+        tensors: extra named tensors (ZCA matrices, graph summary arrays).
+        config: the resolved method config.
+        meta: free JSON (label kind, soft-label temperature, provenance, notes).
+        kind: "images" or "graph_summary".
+
+    Shape:
+        images: (N, C, H, W), float32, normalized (and ZCA-whitened when preprocessing["zca"] is set).
+        labels: (N,) int64 or (N, K) float32.
+    """
+
+    images: torch.Tensor | None
+    labels: torch.Tensor
+    classes: list[str]
+    method: str
+    dataset: str
+    ipc: int
+    lr: float | None = None
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    kind: str = "images"
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise IntegrityError(f"unknown SyntheticSet kind '{self.kind}'; allowed: {', '.join(_KINDS)}")
+        if self.kind == "images":
+            if self.images is None or self.images.ndim != 4:
+                shape = None if self.images is None else tuple(self.images.shape)
+                raise IntegrityError(f"images must be (N, C, H, W), got {shape}")
+            if self.labels.shape[0] != self.images.shape[0]:
+                raise IntegrityError(
+                    f"labels have {self.labels.shape[0]} rows but there are {self.images.shape[0]} images"
+                )
+        if self.labels.ndim == 1 and self.labels.dtype != torch.int64:
+            raise IntegrityError(f"hard labels must be int64, got {self.labels.dtype}")
+        if self.labels.ndim == 2 and (not self.labels.is_floating_point() or self.labels.shape[1] != len(self.classes)):
+            raise IntegrityError(
+                f"soft labels must be float (N, {len(self.classes)}), got {self.labels.dtype} {tuple(self.labels.shape)}"
+            )
+        if self.labels.ndim not in (1, 2):
+            raise IntegrityError(f"labels must be (N,) or (N, K), got shape {tuple(self.labels.shape)}")
+        if self.lr is not None and not (self.lr > 0 and torch.isfinite(torch.tensor(self.lr))):
+            raise IntegrityError(f"learned lr must be a positive finite number, got {self.lr}")
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def soft_labels(self) -> bool:
+        return self.labels.ndim == 2
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def hard_labels(self) -> torch.Tensor:
+        """(N,) int64 class indices (argmax of soft labels)."""
+        return self.labels.argmax(1) if self.soft_labels else self.labels
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def zca(self):  # -> ZCA | None
+        """The fitted ZCA transform stored with the set, or None."""
+        if not all(k in self.tensors for k in _ZCA_KEYS):
+            return None
+        from condense.data.zca import ZCA
+
+        eps = float((self.preprocessing.get("zca") or {}).get("eps", 0.1))
+        return ZCA.from_tensors({k: self.tensors[k] for k in _ZCA_KEYS}, eps)
+
+    # ------------------------------------------------------------------ save / load
+
+    def _all_tensors(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        if self.images is not None:
+            out["images"] = self.images.detach().float().cpu()
+        out["labels"] = self.labels.detach().cpu()
+        for k, v in self.tensors.items():
+            if k in ("images", "labels"):
+                raise IntegrityError(f"extra tensor name '{k}' is reserved")
+            out[k] = v.detach().cpu()
+        for k, v in out.items():
+            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                raise IntegrityError(f"refusing to save non-finite values in tensor '{k}'")
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``<path>.safetensors`` + ``<path>.json`` atomically; returns the tensor file's path."""
+        tpath = _tensor_path(path)
+        tensors = self._all_tensors()
+        digest = save_tensors(
+            tpath, tensors, metadata={"format": "condense.SyntheticSet", "version": str(FORMAT_VERSION)}
+        )
+        meta = {
+            "format": "condense.SyntheticSet",
+            "version": FORMAT_VERSION,
+            "kind": self.kind,
+            "method": self.method,
+            "dataset": self.dataset,
+            "ipc": self.ipc,
+            "classes": list(self.classes),
+            "label_kind": "soft" if self.soft_labels else "hard",
+            "lr": self.lr,
+            "preprocessing": self.preprocessing,
+            "config": self.config,
+            "meta": {**self.meta, "provenance": self.meta.get("provenance", _provenance())},
+            "tensors": {
+                k: {"shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")} for k, v in tensors.items()
+            },
+            "sha256": digest,
+        }
+        write_json_atomic(sidecar_path(tpath), meta)
+        return tpath
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> SyntheticSet:
+        """Load and verify an artifact written by :meth:`save` (pass either file of the pair).
+
+        Raises:
+            DataNotFoundError: either file is missing.
+            IntegrityError: version, checksum, shapes or dtypes differ from the sidecar.
+        """
+        tpath = _tensor_path(path)
+        spath = sidecar_path(tpath)
+        for p in (tpath, spath):
+            if not p.is_file():
+                raise DataNotFoundError(
+                    f"synthetic set file '{p}' not found; an artifact is a '.safetensors' file plus its '.json' sidecar"
+                )
+        meta = read_json(spath)
+        if not isinstance(meta, dict) or meta.get("format") != "condense.SyntheticSet":
+            raise IntegrityError(f"'{spath}' is not a condense SyntheticSet sidecar")
+        if meta.get("version") != FORMAT_VERSION:
+            raise IntegrityError(
+                f"'{spath}' has format version {meta.get('version')}; this condense reads version {FORMAT_VERSION}"
+            )
+        try:
+            tensors = load_tensors(tpath, expected_sha256=meta["sha256"])
+            recorded = meta["tensors"]
+            if set(recorded) != set(tensors):
+                raise IntegrityError(f"'{tpath}' holds tensors {sorted(tensors)}, sidecar lists {sorted(recorded)}")
+            for k, spec in recorded.items():
+                t = tensors[k]
+                if list(t.shape) != spec["shape"] or str(t.dtype).replace("torch.", "") != spec["dtype"]:
+                    raise IntegrityError(
+                        f"tensor '{k}' in '{tpath}' is {t.dtype} {tuple(t.shape)}, sidecar says {spec['dtype']} "
+                        f"{tuple(spec['shape'])}"
+                    )
+            images = tensors.pop("images", None)
+            labels = tensors.pop("labels")
+            syn = cls(
+                images=None if images is None else images.to(map_location),
+                labels=labels.to(map_location),
+                classes=list(meta["classes"]),
+                method=str(meta["method"]),
+                dataset=str(meta["dataset"]),
+                ipc=int(meta["ipc"]),
+                lr=meta["lr"],
+                preprocessing=dict(meta["preprocessing"]),
+                tensors={k: v.to(map_location) for k, v in tensors.items()},
+                config=dict(meta["config"]),
+                meta=dict(meta["meta"]),
+                kind=str(meta["kind"]),
+            )
+        except KeyError as e:
+            raise IntegrityError(
+                f"'{spath}' lacks the field {e}; the sidecar is incomplete or from another tool"
+            ) from e
+        return syn
+
+    # ------------------------------------------------------------------ use in other code
+
+    def check_compatible(self, data: Any) -> None:
+        """Raise :class:`MismatchError` unless ``data`` (an ImageData) has the same classes and preprocessing."""
+        if list(data.classes) != list(self.classes):
+            raise MismatchError(
+                f"synthetic set classes {self.classes[:5]}... differ from dataset '{data.name}' classes "
+                f"{list(data.classes)[:5]}...; evaluate it on the dataset it was distilled from ('{self.dataset}')"
+            )
+        if self.images is not None and tuple(self.images.shape[1:]) != (data.channels, *data.image_size):
+            raise MismatchError(
+                f"synthetic images are {tuple(self.images.shape[1:])}, dataset '{data.name}' images are "
+                f"{(data.channels, *data.image_size)}"
+            )
+        mine = (self.preprocessing.get("zca") or {}).get("sha256")
+        theirs = (data.preprocessing().get("zca") or {}).get("sha256")
+        if mine != theirs:
+            state = lambda s: "ZCA on" if s else "ZCA off"  # noqa: E731
+            raise MismatchError(
+                f"synthetic set was made with {state(mine)}, dataset '{data.name}' is loaded with {state(theirs)}"
+                + ("" if not (mine and theirs) else " (different ZCA matrices)")
+                + "; load the dataset with the same --zca setting"
+            )
+
+    def to_dataset(self) -> torch.utils.data.TensorDataset:
+        """A ``TensorDataset(images, labels)`` for ordinary training loops."""
+        if self.images is None:
+            raise IntegrityError("a graph summary has no images; use condense.methods.mirage to train on it")
+        return torch.utils.data.TensorDataset(self.images, self.labels)
+
+    def to_dataloader(self, batch_size: int = 256, shuffle: bool = True, **kwargs: Any) -> torch.utils.data.DataLoader:
+        """A DataLoader over :meth:`to_dataset`."""
+        return torch.utils.data.DataLoader(self.to_dataset(), batch_size=batch_size, shuffle=shuffle, **kwargs)
+
+    def pixels(self) -> torch.Tensor:
+        """Images mapped back to [0, 1] pixel space (ZCA inverted, normalization undone).
+
+        Shape:
+            return: (N, C, H, W), float32 in [0, 1] (clamped).
+        """
+        if self.images is None:
+            raise IntegrityError("a graph summary has no images")
+        x = self.images.detach().float().cpu()
+        z = self.zca()
+        if z is not None:
+            x = z.inverse(x)
+        mean = torch.tensor(self.preprocessing.get("mean", [0.0] * x.shape[1])).view(1, -1, 1, 1)
+        std = torch.tensor(self.preprocessing.get("std", [1.0] * x.shape[1])).view(1, -1, 1, 1)
+        return (x * std + mean).clamp(0, 1)
+
+    def export(self, out: str | Path, format: str = "imagefolder") -> Path:
+        """Export as an ImageFolder of PNGs (``out/<class>/<i>.png``) or one ``.npz`` (uint8 NHWC ``x``, ``y``)."""
+        import numpy as np
+
+        out = Path(out)
+        x = (self.pixels() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        y = self.hard_labels.cpu().numpy()
+        if format == "npz":
+            from condense.io import atomic_write
+
+            path = out if out.suffix == ".npz" else out / f"{self.dataset}_{self.method}_ipc{self.ipc}.npz"
+            extra = {"soft_labels": self.labels.float().cpu().numpy()} if self.soft_labels else {}
+            atomic_write(path, lambda p: np.savez(open(p, "wb"), x=x, y=y, **extra))
+            return path
+        if format == "imagefolder":
+            from PIL import Image
+
+            for i, (img, c) in enumerate(zip(x, y)):
+                d = out / _safe_name(self.classes[int(c)])
+                d.mkdir(parents=True, exist_ok=True)
+                arr = img[..., 0] if img.shape[-1] == 1 else img
+                Image.fromarray(arr).save(d / f"{i:05d}.png")
+            return out
+        raise IntegrityError(f"unknown export format '{format}'; allowed: imagefolder, npz")
+
+    def grid(self, out: str | Path, scale: int | None = None) -> Path:
+        """Write a PNG grid, one row per class (``condense show``)."""
+        import numpy as np
+        from PIL import Image
+
+        x = self.pixels()
+        y = self.hard_labels.cpu()
+        n, c, h, w = x.shape
+        per = max(int((y == k).sum()) for k in range(self.num_classes)) if n else 1
+        canvas = np.ones((self.num_classes * (h + 1), per * (w + 1), 3), dtype=np.uint8) * 255
+        counts = [0] * self.num_classes
+        arr = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        for img, k in zip(arr, y.tolist()):
+            j = counts[k]
+            counts[k] += 1
+            rgb = np.repeat(img, 3, axis=2) if c == 1 else img[..., :3]
+            canvas[k * (h + 1) : k * (h + 1) + h, j * (w + 1) : j * (w + 1) + w] = rgb
+        im = Image.fromarray(canvas)
+        scale = scale or max(1, 256 // max(h, 1) // 4)
+        if scale > 1:
+            im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        from condense.io import atomic_write
+
+        atomic_write(out, lambda p: im.save(p, format="PNG"))
+        return out
+
+
+def _safe_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "class"
