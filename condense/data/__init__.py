@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from condense.data import digits  # noqa: F401  (registers)
+from condense.data import cifar, digits, imagefolder, mnist, svhn  # noqa: F401  (registers)
 from condense.data.base import DATASETS, ImageData, from_uint8_arrays, register_dataset
 
 __all__ = ["ImageData", "DATASETS", "register_dataset", "load_dataset", "list_datasets", "from_uint8_arrays"]

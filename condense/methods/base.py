@@ -150,6 +150,12 @@ class Matcher(Method):
     def step(self, state: MatchState, it: int, gen: torch.Generator) -> dict[str, float]:
         raise NotImplementedError(f"{type(self).__name__} must implement step()")
 
+    def on_divergence(self, state: MatchState) -> None:
+        """Called after the runner rolled ``state`` back from a non-finite step. Default: halve the image lr
+        (``state.scalars["lr_img"]``) when the method keeps one; methods with other knobs override this."""
+        if "lr_img" in state.scalars:
+            state.scalars["lr_img"] = float(state.scalars["lr_img"]) * 0.5
+
     def to_synthetic(self, state: MatchState) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must implement to_synthetic()")
 

@@ -1,0 +1,486 @@
+"""The shared loop of every :class:`~condense.methods.base.Matcher`: checkpoint/resume, NaN rollback, monitoring.
+
+A matcher file holds only its algorithm (``init_state``, ``step``, ``to_synthetic``); :func:`run_matcher` supplies
+everything a long run needs around it:
+
+- **Checkpoints** every ``run.checkpoint_every`` iterations and at the end, into ``run.out_dir``:
+  ``checkpoint.safetensors`` (the state's tensors, prefixed ``state/``, plus the generator state as a uint8 tensor
+  ``generator``) and ``checkpoint.json`` (method, resolved config, dataset name and fingerprint, IPC, iteration,
+  scalars, the tensor file's sha256). Both files are written atomically, the tensor file first. The tensor file
+  also embeds the same record and a digest of its own tensors, so a kill that lands between the two writes leaves
+  a tensor file that still verifies on its own: resume then uses it and says so.
+- **Resume** (``run.resume``): the checkpoint is verified (checksums), refused with :class:`MismatchError` when its
+  method, config, dataset or IPC differ from this run, then ``matcher.restore_runtime`` rebuilds what is not saved.
+  The generator state is restored too, so an interrupted-then-resumed run equals an uninterrupted one bit for bit
+  when the matcher draws all its randomness from the generator.
+- **NaN/inf rollback**: before each step the state's tensors are cloned (only the tensors: the cost is one copy of
+  the images, labels and optimizer moments per iteration, negligible next to a forward/backward pass; runtime
+  objects are never copied). When a step returns a non-finite statistic or leaves a non-finite floating tensor or
+  scalar in the state, the tensors and scalars are restored, ``matcher.on_divergence`` is called (by default it
+  halves ``scalars["lr_img"]``), the event is logged, and the iteration is retried. The generator is *not* rewound,
+  so the retry sees new randomness. After :data:`MAX_CONSECUTIVE_DIVERGENCES` failures in a row the run stops with
+  :class:`DivergenceError`. Nothing non-finite is ever saved or returned.
+- **Monitoring**: every ``run.eval_every`` iterations the current synthetic set is scored with the shared protocol
+  (:func:`condense.eval.evaluate`, a fixed evaluation seed so monitoring never consumes the run's generator). It is
+  logged and shown on the progress bar; it selects nothing, the artifact is always the final state.
+- **Logs**: a tqdm bar (silenced by ``run.quiet``) with the loss and the last accuracy, and a JSONL log
+  ``run.out_dir/log.jsonl`` with one line per iteration (``{"it", "stats", "seconds"}``) plus ``event`` lines
+  (``start``, ``resume``, ``divergence``, ``eval``, ``checkpoint``, ``end``). Nothing is written when
+  ``run.out_dir`` is None.
+
+Matchers keep everything a run needs to continue in ``state.tensors``/``state.scalars`` (optimizer moments
+included) and everything rebuildable in ``state.runtime``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from condense.config import config_to_dict
+from condense.errors import DivergenceError, IntegrityError, MismatchError
+from condense.io import read_json, save_tensors, sha256_bytes, write_json_atomic
+from condense.methods.base import Matcher, MatchState, RunContext
+
+__all__ = [
+    "run_matcher",
+    "save_checkpoint",
+    "load_checkpoint",
+    "CHECKPOINT_TENSORS",
+    "CHECKPOINT_JSON",
+    "LOG_NAME",
+    "MAX_CONSECUTIVE_DIVERGENCES",
+]
+
+logger = logging.getLogger("condense")
+
+CHECKPOINT_TENSORS = "checkpoint.safetensors"
+CHECKPOINT_JSON = "checkpoint.json"
+LOG_NAME = "log.jsonl"
+CHECKPOINT_FORMAT = "condense.checkpoint"
+CHECKPOINT_VERSION = 1
+#: Consecutive non-finite steps (each rolled back, image lr reduced) before the run gives up.
+MAX_CONSECUTIVE_DIVERGENCES = 5
+_STATE_PREFIX = "state/"
+_GEN_KEY = "generator"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Identity of a run: what a checkpoint must agree with to be resumed
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _identity(matcher: Matcher, data: Any, cfg: Any, ipc: int) -> dict[str, Any]:
+    return {
+        "method": matcher.name,
+        "config": config_to_dict(cfg),
+        "dataset": getattr(data, "name", ""),
+        "fingerprint": getattr(data, "fingerprint", ""),
+        "ipc": int(ipc),
+    }
+
+
+def _differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    out = []
+    for key in ("method", "dataset", "fingerprint", "ipc"):
+        if saved.get(key) != current[key]:
+            out.append(f"{key}: checkpoint {saved.get(key)!r}, this run {current[key]!r}")
+    old_cfg, new_cfg = saved.get("config") or {}, current["config"]
+    for key in sorted(set(old_cfg) | set(new_cfg)):
+        if old_cfg.get(key, "<absent>") != new_cfg.get(key, "<absent>"):
+            out.append(f"config.{key}: checkpoint {old_cfg.get(key, '<absent>')!r}, this run {new_cfg.get(key, '<absent>')!r}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Checkpoint files
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _content_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and raw bytes (independent of the file layout)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _safetensors_metadata(blob: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors blob (8-byte little-endian header length, then a JSON header)."""
+    if len(blob) < 8:
+        return {}
+    (n,) = struct.unpack("<Q", blob[:8])
+    try:
+        header = json.loads(blob[8 : 8 + n])
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def save_checkpoint(
+    out_dir: Path,
+    state: MatchState,
+    gen: torch.Generator,
+    iteration: int,
+    identity: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``checkpoint.safetensors`` then ``checkpoint.json`` atomically; returns the tensor file's path.
+
+    Args:
+        out_dir: the run folder.
+        state: the matcher state after ``iteration`` completed iterations (must be finite).
+        gen: the run's generator; its state is saved so the resumed run draws the same numbers.
+        iteration: completed iterations.
+        identity: method, resolved config, dataset, fingerprint and IPC of the run.
+        extra: JSON values kept with the checkpoint (divergence count, elapsed seconds).
+
+    Raises:
+        IntegrityError: a floating tensor or scalar is non-finite (never saved).
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    layout: dict[str, dict[str, Any]] = {}
+    for name, t in state.tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise IntegrityError(f"refusing to checkpoint non-finite values in state tensor '{name}'")
+        tensors[_STATE_PREFIX + name] = t.detach().cpu()
+        layout[name] = {"device": t.device.type, "requires_grad": bool(t.requires_grad)}
+    tensors[_GEN_KEY] = gen.get_state()
+    record = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        **identity,
+        "iteration": int(iteration),
+        "scalars": state.scalars,
+        "tensors": layout,
+        "generator_device": gen.device.type,
+        "extra": dict(extra or {}),
+        "content_sha256": _content_digest(tensors),
+    }
+    text = json.dumps(record, allow_nan=False)  # refuses NaN/inf scalars before anything is written
+    out_dir = Path(out_dir)
+    tpath = out_dir / CHECKPOINT_TENSORS
+    digest = save_tensors(tpath, tensors, metadata={"format": CHECKPOINT_FORMAT, "record": text})
+    write_json_atomic(out_dir / CHECKPOINT_JSON, {**record, "sha256": digest})
+    return tpath
+
+
+def load_checkpoint(out_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor] | None:
+    """Read and verify the checkpoint in ``out_dir``; None when there is none.
+
+    Returns:
+        ``(record, state_tensors, generator_state)``; the tensors are on the CPU.
+
+    Raises:
+        IntegrityError: the tensor file fails its checksum or its content digest, or the JSON is not a checkpoint.
+    """
+    out_dir = Path(out_dir)
+    tpath, jpath = out_dir / CHECKPOINT_TENSORS, out_dir / CHECKPOINT_JSON
+    if not tpath.is_file():
+        if jpath.is_file():
+            raise IntegrityError(f"'{jpath}' exists but '{tpath}' is missing; delete '{jpath}' to start afresh")
+        return None
+    from safetensors.torch import load
+
+    blob = tpath.read_bytes()
+    file_sha = sha256_bytes(blob)
+    try:
+        embedded = json.loads(_safetensors_metadata(blob).get("record", "null"))
+        tensors = load(blob)
+    except Exception as e:  # safetensors and json raise their own error types
+        raise IntegrityError(f"'{tpath}' is not a valid condense checkpoint ({e})") from e
+    if not isinstance(embedded, dict) or embedded.get("format") != CHECKPOINT_FORMAT:
+        raise IntegrityError(f"'{tpath}' is not a condense checkpoint (no embedded record)")
+    if embedded.get("version") != CHECKPOINT_VERSION:
+        raise IntegrityError(
+            f"'{tpath}' has checkpoint version {embedded.get('version')}; this condense reads {CHECKPOINT_VERSION}"
+        )
+    got = _content_digest(tensors)
+    if got != embedded.get("content_sha256"):
+        raise IntegrityError(
+            f"checksum mismatch for the tensors in '{tpath}': recorded {str(embedded.get('content_sha256'))[:16]}..., "
+            f"file has {got[:16]}...; the file was modified"
+        )
+    sidecar = read_json(jpath) if jpath.is_file() else None
+    if isinstance(sidecar, dict) and sidecar.get("sha256") != file_sha:
+        if int(sidecar.get("iteration", -1)) >= int(embedded["iteration"]):
+            raise IntegrityError(
+                f"checksum mismatch for '{tpath}': '{jpath}' records {str(sidecar.get('sha256'))[:16]}..., file has "
+                f"{file_sha[:16]}...; the file was truncated or modified"
+            )
+        logger.warning(
+            "'%s' is older than '%s' (interrupted write); resuming from the tensor file's own record", jpath, tpath
+        )
+    elif sidecar is None:
+        logger.warning("'%s' is missing; resuming from the record embedded in '%s'", jpath, tpath)
+    gen_state = tensors.pop(_GEN_KEY)
+    state_tensors = {k[len(_STATE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_STATE_PREFIX)}
+    return embedded, state_tensors, gen_state
+
+
+def _restore_from_checkpoint(
+    record: dict[str, Any], tensors: dict[str, torch.Tensor], device: torch.device
+) -> MatchState:
+    state = MatchState(scalars=copy.deepcopy(record.get("scalars") or {}))
+    layout = record.get("tensors") or {}
+    for name, t in tensors.items():
+        info = layout.get(name, {})
+        target = torch.device("cpu") if info.get("device", "cpu") == "cpu" else device
+        t = t.to(target)
+        if info.get("requires_grad") and t.is_floating_point():
+            t.requires_grad_(True)
+        state.tensors[name] = t
+    return state
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Rollback
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _snapshot(state: MatchState) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Clone the state's tensors (and copy its JSON scalars): all a rollback needs, nothing from ``runtime``."""
+    return {k: v.detach().clone() for k, v in state.tensors.items()}, copy.deepcopy(state.scalars)
+
+
+@torch.no_grad()
+def _rollback(state: MatchState, snap: tuple[dict[str, torch.Tensor], dict[str, Any]]) -> None:
+    """Put the snapshot back, in place where possible so runtime objects holding the tensors see it too."""
+    tensors, scalars = snap
+    for name in list(state.tensors):
+        if name not in tensors:
+            del state.tensors[name]
+    for name, saved in tensors.items():
+        cur = state.tensors.get(name)
+        if cur is not None and cur.shape == saved.shape and cur.dtype == saved.dtype and cur.device == saved.device:
+            cur.copy_(saved)
+            cur.grad = None
+        else:
+            restored = saved.clone()
+            if cur is not None and cur.requires_grad and restored.is_floating_point():
+                restored.requires_grad_(True)
+            state.tensors[name] = restored
+    state.scalars.clear()
+    state.scalars.update(copy.deepcopy(scalars))
+
+
+def _non_finite(stats: dict[str, Any], state: MatchState) -> list[str]:
+    """Names of the non-finite statistics, floating state tensors and float scalars (one host sync for tensors)."""
+    bad = [f"stats.{k}" for k, v in stats.items() if isinstance(v, (int, float)) and not math.isfinite(v)]
+    bad += [f"scalars.{k}" for k, v in state.scalars.items() if isinstance(v, float) and not math.isfinite(v)]
+    names = [k for k, t in state.tensors.items() if t.is_floating_point() and t.numel()]
+    if names:
+        flags = torch.stack([torch.isfinite(state.tensors[k].detach()).all().cpu() for k in names])
+        if not bool(flags.all()):
+            bad += [f"tensors.{k}" for k, ok in zip(names, flags.tolist()) if not ok]
+    return bad
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Logging
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class _JsonlLog:
+    """Append-only JSONL writer (a no-op without an output folder); each line is flushed as it is written."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._f = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115  (closed in close())
+
+    def write(self, obj: dict[str, Any]) -> None:
+        if self._f is not None:
+            self._f.write(json.dumps(obj, allow_nan=True) + "\n")
+            self._f.flush()
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def _to_float(v: Any) -> Any:
+    """Stats are plain floats by contract; one-element tensors are tolerated and converted."""
+    if isinstance(v, torch.Tensor) and v.numel() == 1:
+        return float(v)
+    return v
+
+
+def _monitor(syn: Any, data: Any, cfg: Any, run: RunContext) -> dict[str, Any]:
+    from condense.eval import evaluate
+
+    models = list(run.eval_models or [getattr(cfg, "model", None) or "convnet"])
+    t0 = time.perf_counter()
+    row = evaluate(
+        syn, data, models=models, seeds=run.eval_seeds, epochs=run.eval_epochs, device=run.device, quiet=True, seed=0
+    )
+    acc = {m: float(v["mean"]) for m, v in row["accuracy"].items()}
+    std = {m: float(v["std"]) for m, v in row["accuracy"].items()}
+    return {"accuracy": acc, "std": std, "seconds": time.perf_counter() - t0}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def run_matcher(matcher: Matcher, data: Any, cfg: Any, ipc: int, gen: torch.Generator, run: RunContext) -> Any:
+    """Run ``cfg.num_iterations`` steps of ``matcher`` with checkpoints, resume, NaN rollback and monitoring.
+
+    Args:
+        matcher: the algorithm (``init_state``/``step``/``to_synthetic``).
+        data: the real dataset (an :class:`~condense.data.ImageData`).
+        cfg: the matcher's resolved config; ``cfg.num_iterations`` is the loop length.
+        ipc: images per class.
+        gen: the run's only source of randomness; restored from the checkpoint on resume.
+        run: device, output folder, checkpoint/eval cadence, quiet flag.
+
+    Returns:
+        ``matcher.to_synthetic(state)`` of the final state, with ``meta["iterations"]``, ``meta["seconds"]`` (total
+        over all sessions of the run), ``meta["divergences"]`` and ``meta["resumed_from"]`` (None or the iteration).
+
+    Raises:
+        MismatchError: ``run.out_dir`` holds a checkpoint of another method, config, dataset or IPC.
+        IntegrityError: the checkpoint fails its checksums.
+        DivergenceError: :data:`MAX_CONSECUTIVE_DIVERGENCES` non-finite steps in a row, or a non-finite initial state.
+
+    Example:
+        >>> from condense import distill, load_dataset  # doctest: +SKIP
+        >>> syn = distill("dm", load_dataset("digits"), ipc=1, overrides={"num_iterations": 2})  # doctest: +SKIP
+    """
+    num_iterations = int(cfg.num_iterations)
+    out_dir = run.out_dir
+    identity = _identity(matcher, data, cfg, ipc)
+    device = torch.device(run.device)
+
+    start, divergences, seconds_before, resumed_from = 0, 0, 0.0, None
+    loaded = load_checkpoint(out_dir) if (out_dir is not None and run.resume) else None
+    if loaded is not None:
+        record, tensors, gen_state = loaded
+        diffs = _differences(record, identity)
+        if diffs:
+            raise MismatchError(
+                f"the checkpoint in '{out_dir}' belongs to another run ({'; '.join(diffs)}); "
+                "use another --out folder, or delete the checkpoint to start afresh"
+            )
+        state = _restore_from_checkpoint(record, tensors, device)
+        gen.set_state(gen_state)
+        start = resumed_from = int(record["iteration"])
+        divergences = int(record.get("extra", {}).get("divergences", 0))
+        seconds_before = float(record.get("extra", {}).get("seconds", 0.0))
+        matcher.restore_runtime(state, data, cfg, run)
+        logger.info("resuming %s from iteration %d in '%s'", matcher.name, start, out_dir)
+    else:
+        state = matcher.init_state(data, cfg, ipc, gen, run)
+        bad = _non_finite({}, state)
+        if bad:
+            raise DivergenceError(f"{matcher.name}: the initial state holds non-finite values in {', '.join(bad)}")
+
+    log = _JsonlLog(None if out_dir is None else out_dir / LOG_NAME)
+    if resumed_from is None:
+        log.write({"event": "start", "method": matcher.name, "ipc": int(ipc), "num_iterations": num_iterations})
+    else:
+        log.write({"event": "resume", "from_iteration": resumed_from})
+
+    def checkpoint(done: int, elapsed: float) -> None:
+        if out_dir is None or run.checkpoint_every <= 0:
+            return
+        save_checkpoint(out_dir, state, gen, done, identity, {"divergences": divergences, "seconds": elapsed})
+        log.write({"event": "checkpoint", "it": done})
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=num_iterations, initial=start, disable=run.quiet, desc=f"{matcher.name} ipc{ipc}", dynamic_ncols=True
+    )
+    postfix: dict[str, str] = {}
+    t_start = time.perf_counter()
+    try:
+        it = start
+        consecutive = 0
+        while it < num_iterations:
+            snap = _snapshot(state)
+            t0 = time.perf_counter()
+            stats = {k: _to_float(v) for k, v in (matcher.step(state, it, gen) or {}).items()}
+            bad = _non_finite(stats, state)
+            if bad:
+                consecutive += 1
+                divergences += 1
+                _rollback(state, snap)
+                matcher.on_divergence(state)
+                logger.warning(
+                    "%s: non-finite %s at iteration %d; rolled back (attempt %d of %d)",
+                    matcher.name,
+                    ", ".join(bad),
+                    it,
+                    consecutive,
+                    MAX_CONSECUTIVE_DIVERGENCES,
+                )
+                log.write(
+                    {"event": "divergence", "it": it, "attempt": consecutive, "bad": bad, "scalars": state.scalars}
+                )
+                if consecutive >= MAX_CONSECUTIVE_DIVERGENCES:
+                    raise DivergenceError(
+                        f"{matcher.name} diverged: {consecutive} consecutive non-finite steps at iteration {it} "
+                        f"({', '.join(bad)}) even after rolling back and reducing the image lr; lower the learning "
+                        "rates in the config"
+                    )
+                continue
+            consecutive = 0
+            dt = time.perf_counter() - t0
+            log.write({"it": it, "stats": stats, "seconds": dt})
+            it += 1
+            if "loss" in stats:
+                postfix["loss"] = f"{stats['loss']:.4g}"
+            if run.eval_every > 0 and it % run.eval_every == 0:
+                ev = _monitor(matcher.to_synthetic(state), data, cfg, run)
+                log.write({"event": "eval", "it": it, **ev})
+                postfix["acc"] = "/".join(f"{a:.3f}" for a in ev["accuracy"].values())
+                logger.info("%s iteration %d: accuracy %s", matcher.name, it, ev["accuracy"])
+            bar.set_postfix(postfix, refresh=False)
+            bar.update(1)
+            if run.checkpoint_every > 0 and it % run.checkpoint_every == 0 and it < num_iterations:
+                checkpoint(it, seconds_before + time.perf_counter() - t_start)
+        seconds = seconds_before + time.perf_counter() - t_start
+        if resumed_from != num_iterations:
+            checkpoint(num_iterations, seconds)
+        syn = matcher.to_synthetic(state)
+        _check_output(syn, matcher.name)
+        syn.meta.update(
+            {
+                "iterations": num_iterations,
+                "seconds": seconds,
+                "divergences": divergences,
+                "resumed_from": resumed_from,
+            }
+        )
+        log.write({"event": "end", "iterations": num_iterations, "seconds": seconds, "divergences": divergences})
+        return syn
+    finally:
+        bar.close()
+        log.close()
+
+
+def _check_output(syn: Any, name: str) -> None:
+    tensors = [("images", getattr(syn, "images", None)), ("labels", getattr(syn, "labels", None))]
+    tensors += list(getattr(syn, "tensors", {}).items())
+    for key, t in tensors:
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise DivergenceError(f"{name}: the final synthetic set holds non-finite values in '{key}'")
+    lr = getattr(syn, "lr", None)
+    if lr is not None and not math.isfinite(lr):
+        raise DivergenceError(f"{name}: the final learned lr is {lr}")

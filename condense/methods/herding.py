@@ -1,0 +1,113 @@
+"""Herding coreset (Welling, ICML 2009; used as a DD baseline since Zhao et al., ICLR 2021, arXiv:2006.05929).
+
+Per class, greedily picks the real image whose embedding brings the running mean of the selected embeddings
+closest to the class mean embedding. Embeddings come from a ConvNet trained briefly on the real data (the DC
+code uses a trained ConvNet; ``train_epochs=0`` uses raw pixels instead).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from condense.config import check_range, config_to_dict
+from condense.data.base import ImageData
+from condense.methods.base import Method, RunContext, register_method
+from condense.synthetic import SyntheticSet
+
+__all__ = ["Herding", "HerdingConfig"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class HerdingConfig:
+    """Herding hyperparameters."""
+
+    model: str = "convnet"  # embedding network (DC code: ConvNet)
+    train_epochs: int = 10  # epochs of real-data training before embedding (0: raw pixels)
+    lr_net: float = 0.01  # SGD lr of that training (DC code)
+    batch_size: int = 256  # real images per step
+
+    def __post_init__(self) -> None:
+        check_range("train_epochs", self.train_epochs, 0)
+        check_range("lr_net", self.lr_net, 0.0, lo_open=True)
+        check_range("batch_size", self.batch_size, 1)
+
+
+def herding_select(features: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of ``k`` rows chosen by herding on ``features``.
+
+    Shape:
+        features: (N, D) float.
+        return: (min(k, N),) int64, in selection order.
+    """
+    n = features.shape[0]
+    k = min(k, n)
+    mu = features.mean(0)
+    chosen: list[int] = []
+    running = torch.zeros_like(mu)
+    mask = torch.zeros(n, dtype=torch.bool, device=features.device)
+    for t in range(1, k + 1):
+        # candidate mean if each unchosen point were added; pick the one closest to the class mean
+        cand = (running * (t - 1) + features) / t
+        dist = (cand - mu).pow(2).sum(1).masked_fill(mask, float("inf"))
+        i = int(dist.argmin())
+        chosen.append(i)
+        mask[i] = True
+        running = cand[i]
+    return torch.tensor(chosen, dtype=torch.long)
+
+
+@register_method("herding")
+class Herding(Method):
+    """Herding coreset on trained-ConvNet embeddings."""
+
+    Config = HerdingConfig
+    presets: dict = {}
+
+    def distill(
+        self, data: ImageData, cfg: HerdingConfig, ipc: int, generator: torch.Generator, run: RunContext
+    ) -> SyntheticSet:
+        from condense.models import create_model
+
+        device = run.device
+        x, y = data.x_train.to(device), data.y_train.to(device)
+        if cfg.train_epochs > 0:
+            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+            net = create_model(
+                cfg.model,
+                in_channels=data.channels,
+                num_classes=data.num_classes,
+                image_size=data.image_size,
+                seed=seed,
+            ).to(device)
+            opt = torch.optim.SGD(net.parameters(), lr=cfg.lr_net, momentum=0.9, weight_decay=5e-4)
+            net.train()
+            for _ in range(cfg.train_epochs):
+                for idx in torch.randperm(x.shape[0], generator=generator).split(cfg.batch_size):
+                    idx = idx.to(device)
+                    loss = torch.nn.functional.cross_entropy(net(x[idx]), y[idx])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+            net.eval()
+            with torch.no_grad():
+                feats = torch.cat([net.embed(x[i : i + 1024]) for i in range(0, x.shape[0], 1024)])
+        else:
+            feats = x.flatten(1)
+        sel = []
+        for c in range(data.num_classes):
+            members = torch.nonzero(y == c).flatten()
+            sel.append(members[herding_select(feats[members], ipc).to(members.device)])
+        idx = torch.cat(sel)
+        return SyntheticSet(
+            images=data.x_train[idx.cpu()].clone(),
+            labels=data.y_train[idx.cpu()].clone(),
+            classes=list(data.classes),
+            method=self.name,
+            dataset=data.name,
+            ipc=ipc,
+            preprocessing=data.preprocessing(),
+            tensors={} if data.zca is None else data.zca.to_tensors(),
+            config=config_to_dict(cfg),
+        )
