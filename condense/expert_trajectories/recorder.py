@@ -45,8 +45,6 @@ References:
 from __future__ import annotations
 
 import copy
-import dataclasses
-import functools
 import hashlib
 import json
 import logging
@@ -383,8 +381,8 @@ class _Result:
     expert: _Expert
     ok: bool
     snapshots: torch.Tensor | None  # (S, P) in the storage dtype, on the CPU
-    accuracy_curve: list[float]
-    train_loss_curve: list[float]
+    accuracy_curve: list[float | None]
+    train_loss_curve: list[float | None]
     seconds: float
 
 
@@ -591,15 +589,16 @@ class _Trainer:
                     params, mom, ce = step_fn(params, mom, buffers, x[0], y[0], x_clean[0])
                 loss_sum += ce.detach().reshape(k)
                 step += 1
-                if self.snapshot_steps is not None and step in self.snapshot_steps and step % self.steps_per_epoch:
+                if step in self.snapshot_steps and step % self.steps_per_epoch:
                     snapshot()
             if step in self.snapshot_steps:
                 snapshot()
             acc = self._evaluate(base, params, buffers, vmapped).tolist()
             losses = (loss_sum / self.steps_per_epoch).tolist()
             for i in range(k):
-                acc_curves[i].append(round(float(acc[i]), 6) if finite[i] else float("nan"))
-                loss_curves[i].append(round(float(losses[i]), 6) if math.isfinite(losses[i]) else float("nan"))
+                # None, not NaN: the manifest is strict JSON
+                acc_curves[i].append(round(float(acc[i]), 6) if finite[i] else None)
+                loss_curves[i].append(round(float(losses[i]), 6) if math.isfinite(losses[i]) else None)
             if bar is not None:
                 bar.update(1)
                 ok = [a for a, f in zip(acc, finite.tolist()) if f]
@@ -969,6 +968,3 @@ def _expert_record(res: _Result, run_key: str) -> dict[str, Any]:
         "run_key": run_key,
     }
 
-
-# dataclasses is used by callers to derive configs (dataclasses.replace); keep the import visible for them.
-_replace = dataclasses.replace
