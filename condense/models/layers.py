@@ -79,8 +79,9 @@ def create_norm(name: str, num_channels: int, spatial: tuple[int, int]) -> nn.Mo
         input and output: (N, C, H, W).
 
     Example:
-        >>> create_norm("instance", 8, (4, 4))
-        GroupNorm(8, 8, eps=1e-05, affine=True)
+        >>> norm = create_norm("instance", 8, (4, 4))  # GroupNorm with one group per channel
+        >>> type(norm).__name__, norm.num_groups
+        ('GroupNorm', 8)
     """
     return _lookup(NORM_LAYERS, "norm", name)(num_channels, spatial)
 

@@ -43,8 +43,17 @@ def test_vmap_refused_for_batchnorm(digits):
     proto = get_protocol("classic").replace(epochs=1)
     with pytest.raises(ValueError, match="running statistics"):
         train_and_test(
-            syn.images, syn.labels, digits.x_test, digits.y_test, "convnet_bn", num_classes=10, seeds=[0, 1],
-            protocol=proto, lr=0.01, augment="none", vmap=True,
+            syn.images,
+            syn.labels,
+            digits.x_test,
+            digits.y_test,
+            "convnet_bn",
+            num_classes=10,
+            seeds=[0, 1],
+            protocol=proto,
+            lr=0.01,
+            augment="none",
+            vmap=True,
         )
 
 

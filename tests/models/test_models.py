@@ -16,7 +16,21 @@ BATCH = 2
 # (in_channels, image_size): 8x8 digits and 32x32 CIFAR; every registered model must handle both.
 INPUTS = [(1, (8, 8)), (3, (32, 32))]
 ALL_MODELS = list_models()
-TOL = {"atol": 1e-5, "rtol": 1e-4}  # vmapped vs looped float32 forward passes
+TOL = {"atol": 1e-5, "rtol": 1e-4}  # vmapped vs looped float32 passes (different conv kernels, summation order)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    # Tiny CPU convs gain nothing from intra-op threads, and on a loaded 2-core machine spinning OpenMP threads
+    # made this module ~10x slower; the previous setting is restored for the rest of the session.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _randn(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
 
 
 def _build(name: str, in_channels: int, image_size: tuple[int, int], seed: int | None = 0) -> torch.nn.Module:
@@ -56,7 +70,7 @@ def test_registry_lists_the_contract_names() -> None:
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_forward_backward(name: str, in_channels: int, image_size: tuple[int, int]) -> None:
     model = _build(name, in_channels, image_size)
-    x = torch.randn(BATCH, in_channels, *image_size, requires_grad=True)
+    x = _randn(BATCH, in_channels, *image_size).requires_grad_()
     logits = model(x)
     assert logits.shape == (BATCH, NUM_CLASSES)
     feats = model.embed(x)
@@ -90,7 +104,7 @@ def _vmap_logits(models: list[torch.nn.Module], x: torch.Tensor) -> torch.Tensor
 @pytest.mark.parametrize("name", [n for n in ALL_MODELS if not has_running_stats(_build(n, 1, (8, 8)))])
 def test_vmap_over_seeds_matches_loop(name: str) -> None:
     models = [_build(name, 1, (8, 8), seed=s) for s in range(3)]
-    x = torch.randn(BATCH, 1, 8, 8)
+    x = _randn(BATCH, 1, 8, 8)
     stacked = _vmap_logits(models, x)
     looped = torch.stack([m(x) for m in models])
     torch.testing.assert_close(stacked, looped, **TOL)
@@ -99,7 +113,7 @@ def test_vmap_over_seeds_matches_loop(name: str) -> None:
 def test_vmap_grad_matches_autograd() -> None:
     models = [_build("convnet", 1, (8, 8), seed=s) for s in range(3)]
     params, buffers = stack_module_state(models)
-    x, y = torch.randn(BATCH, 1, 8, 8), torch.tensor([0, 1])
+    x, y = _randn(BATCH, 1, 8, 8), torch.tensor([0, 1])
 
     def loss(p: dict, b: dict) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(functional_call(models[0], (p, b), (x,)), y)
@@ -108,7 +122,7 @@ def test_vmap_grad_matches_autograd() -> None:
     for i, m in enumerate(models):
         torch.nn.functional.cross_entropy(m(x), y).backward()
         for n, p in m.named_parameters():
-            torch.testing.assert_close(grads[n][i], p.grad, atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(grads[n][i], p.grad, **TOL)
 
 
 def test_has_running_stats() -> None:
@@ -178,7 +192,7 @@ def test_pooled_size_rules() -> None:
 )
 def test_timm_models(name: str, in_channels: int, image_size: tuple[int, int]) -> None:
     model = _build(name, in_channels, image_size)
-    x = torch.randn(BATCH, in_channels, *image_size)
+    x = _randn(BATCH, in_channels, *image_size)
     logits = model(x)
     assert logits.shape == (BATCH, NUM_CLASSES)
     feats = model.embed(x)
