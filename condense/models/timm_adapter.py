@@ -80,6 +80,7 @@ def create_timm_model(name: str, *, in_channels: int, num_classes: int, image_si
 
     Raises:
         UnknownNameError: timm does not know ``name`` (the message suggests close timm names).
+        ConfigError: ``pretrained=True`` was passed (nothing is downloaded).
 
     Shape:
         model(x): (N, C, H, W) -> (N, K).
@@ -87,16 +88,20 @@ def create_timm_model(name: str, *, in_channels: int, num_classes: int, image_si
     import timm
     from timm.models import get_pretrained_cfg_value, is_model
 
-    from condense.errors import UnknownNameError
+    from condense.errors import ConfigError, UnknownNameError
     from condense.registry import did_you_mean
 
     if not is_model(name):
         names = timm.list_models()
         raise UnknownNameError(
-            f"unknown timm model '{name}'{did_you_mean(name, names)} see timm.list_models() for the {len(names)} names"
+            f"unknown timm model '{name}'{did_you_mean(name, names)} (timm has {len(names)}; see timm.list_models())"
+        )
+    if kwargs.pop("pretrained", False):
+        raise ConfigError(
+            f"pretrained=True is not supported for 'timm:{name}': condense never downloads weights; "
+            "build the model and load a local state dict into model.net instead"
         )
     kwargs = {"pretrained": False, "num_classes": num_classes, "in_chans": in_channels, **kwargs}
-    kwargs["pretrained"] = False  # never download
     if get_pretrained_cfg_value(name, "fixed_input_size"):
         kwargs.setdefault("img_size", tuple(image_size))
         if "patch_size" not in kwargs:

@@ -205,6 +205,11 @@ def test_timm_models(name: str, in_channels: int, image_size: tuple[int, int]) -
         assert has_running_stats(model)
 
 
+def test_timm_never_downloads() -> None:
+    with pytest.raises(ConfigError, match="pretrained"):
+        create_model("timm:resnet18", in_channels=3, num_classes=10, image_size=(32, 32), pretrained=True)
+
+
 def test_small_patch_size() -> None:
     assert small_patch_size((32, 32), 16) == 4
     assert small_patch_size((8, 8), 16) == 2
