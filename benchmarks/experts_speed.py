@@ -107,28 +107,43 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--modes", default="loop,vmap")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads on the CPU")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="expert-config overrides")
     p.add_argument("--quick", action="store_true", help="tiny CPU run (< 1 minute)")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     args = p.parse_args(argv)
     if args.quick:
         args.dataset, args.subset, args.experts, args.epochs = "digits", 0, 2, 2
         args.width = args.width or 32
+        # digits has only 6 steps per epoch at batch 256; smaller batches and a larger lr make 2 epochs learn
+        args.set = ["batch_size=64", "lr_teacher=0.05", *args.set]
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from condense.config import parse_overrides
     from condense.expert_trajectories import get_expert_config, record_experts
 
     device = torch.device(args.device)
     data = _load(args)
     augment = "dsa_noflip" if args.dataset in ("digits", "mnist") else "dsa"
     cfg = get_expert_config(args.kind, augment=augment)
+    cfg = get_expert_config(args.kind, **{"augment": augment, **parse_overrides(type(cfg), args.set)})
     model_kwargs = {"width": args.width} if args.width else {}
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
 
     with tempfile.TemporaryDirectory() as tmp:
         # warm-up: torch.func imports, cuDNN autotuning, allocator
-        record_experts(data, args.model, 1, 1, Path(tmp) / "warm", config=cfg, device=device, quiet=True,
-                       model_kwargs=model_kwargs, experts_at_once=1)
+        record_experts(
+            data,
+            args.model,
+            1,
+            1,
+            Path(tmp) / "warm",
+            config=cfg,
+            device=device,
+            quiet=True,
+            model_kwargs=model_kwargs,
+            experts_at_once=1,
+        )
         results = []
         for mode in args.modes.split(","):
             k = 1 if mode == "loop" else args.experts
@@ -137,8 +152,18 @@ def main(argv: list[str] | None = None) -> dict:
                 torch.cuda.reset_peak_memory_stats(device)
             _sync(device)
             t0 = time.perf_counter()
-            buf = record_experts(data, args.model, args.experts, args.epochs, Path(tmp) / mode, config=cfg,
-                                 device=device, quiet=True, model_kwargs=model_kwargs, experts_at_once=k)
+            buf = record_experts(
+                data,
+                args.model,
+                args.experts,
+                args.epochs,
+                Path(tmp) / mode,
+                config=cfg,
+                device=device,
+                quiet=True,
+                model_kwargs=model_kwargs,
+                experts_at_once=k,
+            )
             _sync(device)
             seconds = time.perf_counter() - t0
             finals = [c[-1] for c in buf.accuracy_curves.values()]
@@ -150,8 +175,10 @@ def main(argv: list[str] | None = None) -> dict:
                 "final_test_acc": round(sum(finals) / len(finals), 4),
             }
             results.append(row)
-            log(f"{mode:5s} K={k:3d}  {row['seconds_per_expert_epoch']:.3f} s/expert-epoch  "
-                f"peak {row['peak_mem_mb']:.0f} MB  final acc {row['final_test_acc']:.3f}")
+            log(
+                f"{mode:5s} K={k:3d}  {row['seconds_per_expert_epoch']:.3f} s/expert-epoch  "
+                f"peak {row['peak_mem_mb']:.0f} MB  final acc {row['final_test_acc']:.3f}"
+            )
 
     report = {
         "benchmark": "experts_speed",

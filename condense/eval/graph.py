@@ -18,9 +18,11 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,13 +63,13 @@ class GraphProtocol:
     name: str = "graph"
     version: int = 1
     epochs: int = 100  # library choice (Mirage trains NCI1 300 epochs at batch 500)
-    min_steps: int = 300
+    min_steps: int = 1000
     batch_size: int = 64  # Mirage DD/molhiv: 64
     lr: float = 0.005  # Mirage: Adam 1e-3; larger here so CPU runs converge in fewer steps
     weight_decay: float = 5e-4
     hidden: int = 64  # Mirage TU: 64-128
     layers: int = 2  # Mirage NCI1 / DD: 2
-    pooling: str = "mean"
+    pooling: str = "sum"
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
@@ -90,7 +92,7 @@ class _Source:
     """A training set: one pre-built batch (summaries, subsets) or a dataset sampled in minibatches."""
 
     batch: GraphBatch | None = None
-    weights: torch.Tensor | None = None  # sampling weights of the graphs in ``batch`` (None: uniform)
+    weights: torch.Tensor | None = None  # (B, K) sampling weights of (graph, class) pairs (None: own class, uniform)
     data: GraphData | None = None
     idx: torch.Tensor | None = None  # training-graph indices into ``data``
     layers: int | None = None  # depth forced by the source (Mirage's L)
@@ -123,7 +125,13 @@ def to_training_batch(syn: SyntheticSet, data: GraphData) -> tuple[GraphBatch, t
         from condense.methods.mirage import expand_summary
 
         batch, support = expand_summary(syn, data.num_node_labels)
-        weights = support if syn.config.get("sampling", "support") == "support" else None
+        if syn.config.get("sampling", "support") == "support":
+            # a (tree-set, class) pair is drawn with probability support_c(s) / |class c|: class-balanced, and a
+            # tree-set present in both classes teaches the GNN its odds, not a hard label
+            sizes = torch.tensor(syn.meta.get("class_sizes", [1] * data.num_classes), dtype=torch.float32)
+            weights = support / sizes.clamp_min(1)[None, :]
+        else:
+            weights = torch.nn.functional.one_hot(batch.y, data.num_classes).float()
         return batch, weights, int(syn.config.get("num_hops", GRAPH_PROTOCOL.layers))
     if kind == "graph_subset":
         return unpack_graphs(syn.tensors, syn.hard_labels.cpu(), data.num_node_labels), None, None
@@ -131,6 +139,21 @@ def to_training_batch(syn: SyntheticSet, data: GraphData) -> tuple[GraphBatch, t
 
 
 # ---------------------------------------------------------------------------------------------- train + test
+
+
+@contextlib.contextmanager
+def _cpu_threads(device: torch.device, n: int = 1) -> Iterator[None]:
+    """Run CPU training single-threaded: TU graphs are tiny, and intra-op threads only add sync overhead (30x
+    slower measured on a loaded 2-core machine). The caller's setting is restored."""
+    if device.type != "cpu":
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _metrics(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float | None]:
@@ -158,9 +181,15 @@ def train_and_test_gnn(
     device: torch.device | str = "cpu",
 ) -> tuple[float, float | None]:
     """Train one fresh GNN on ``source`` and return ``(test accuracy, test ROC-AUC or None)`` of the final model."""
-    from condense.models.gnn import create_gnn
 
     device = torch.device(device)
+    with _cpu_threads(device):
+        return _train_and_test(source, test, model, in_dim, num_classes, seed, protocol, device)
+
+
+def _train_and_test(source, test, model, in_dim, num_classes, seed, protocol, device) -> tuple[float, float | None]:
+    from condense.models.gnn import create_gnn
+
     layers = source.layers or protocol.layers
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
         torch.manual_seed(seed)
@@ -179,7 +208,11 @@ def train_and_test_gnn(
     steps = max(protocol.min_steps, protocol.epochs * math.ceil(n / protocol.batch_size))
     if source.batch is not None:
         b = source.batch.to(device)
-        probs = (source.weights if source.weights is not None else torch.ones(n)).float()
+        # sampling weights over (graph, class) pairs; plain graphs have one pair each, their own class
+        pw = source.weights
+        if pw is None:
+            pw = torch.nn.functional.one_hot(source.batch.y, num_classes).float()
+        probs = pw.reshape(-1).float()
         probs = probs / probs.sum()
         draws = min(protocol.batch_size, max(n, 1))
     else:
@@ -189,9 +222,9 @@ def train_and_test_gnn(
         if source.batch is not None:
             # a support-proportional batch of tree-sets, as loss weights over one forward of the whole summary
             pick = torch.multinomial(probs, draws, replacement=True, generator=gen)
-            w = torch.bincount(pick, minlength=n).float().to(device)
+            w = torch.bincount(pick, minlength=n * num_classes).float().reshape(n, num_classes).to(device)
             logits = net(b.x, b.edge_index, b.batch, b.num_graphs, deg=b.deg, pool_mask=b.pool_mask)
-            loss = (nn.functional.cross_entropy(logits, b.y, reduction="none") * w).sum() / w.sum()
+            loss = -(torch.log_softmax(logits, 1) * w).sum() / w.sum()
         else:
             if order.numel() < protocol.batch_size:
                 order = torch.cat([order, source.idx[torch.randperm(n, generator=gen)]])

@@ -18,9 +18,6 @@ from condense.registry import did_you_mean
 
 __all__ = ["EvalProtocol", "PROTOCOLS", "get_protocol"]
 
-# Datasets whose digits/characters must not be mirrored (the DC code disables flip for MNIST).
-_NO_FLIP = ("digits", "mnist", "fashion_mnist", "svhn")
-
 
 @dataclass(frozen=True, kw_only=True)
 class EvalProtocol:
@@ -67,9 +64,9 @@ class EvalProtocol:
 
     def augment_for(self, dataset: str) -> str:
         """Resolve ``augment="auto"`` for ``dataset``."""
-        if self.augment != "auto":
-            return self.augment
-        return "dsa_noflip" if dataset in _NO_FLIP else "dsa"
+        from condense.augment import resolve_augment
+
+        return resolve_augment(self.augment, dataset)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

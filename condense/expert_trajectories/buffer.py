@@ -198,8 +198,9 @@ class ExpertBuffer:
         if ds["name"] != data.name:
             diffs.append(f"dataset: buffer {ds['name']}, this run {data.name}")
         elif ds["fingerprint"] != data.fingerprint:
-            diffs.append(f"dataset content of {data.name}: buffer fingerprint {ds['fingerprint']}, this run "
-                         f"{data.fingerprint}")
+            diffs.append(
+                f"dataset content of {data.name}: buffer fingerprint {ds['fingerprint']}, this run {data.fingerprint}"
+            )
         rec_pre, pre = self.manifest["preprocessing"], data.preprocessing()
         rz, z = rec_pre.get("zca"), pre.get("zca")
         if (rz is None) != (z is None):
@@ -328,7 +329,7 @@ class ExpertBuffer:
         device: torch.device | str = "cpu",
         generator: torch.Generator | None = None,
     ) -> TrajectorySample:
-        """Draw an expert uniformly and a start epoch t ~ U{min_start, ..., max_start - 1}; return theta*_t, theta*_{t+M}.
+        """Draw an expert and a start epoch t ~ U{min_start, ..., max_start - 1}; return theta*_t and theta*_{t+M}.
 
         The upper bound is exclusive, as MTT's ``np.random.randint(0, max_start_epoch)`` and DATM's
         ``randint(min_start_epoch, upper_bound)``. Only the two snapshots are read from disk.
@@ -359,7 +360,9 @@ class ExpertBuffer:
         eid = self.expert_ids[k]
         start = self.snapshot(eid, t).to(device)
         target = self.snapshot(eid, t + expert_epochs).to(device)
-        return TrajectorySample(start=start, target=target, expert_id=eid, start_epoch=t, target_epoch=t + expert_epochs)
+        return TrajectorySample(
+            start=start, target=target, expert_id=eid, start_epoch=t, target_epoch=t + expert_epochs
+        )
 
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Split a flat parameter vector into named views, for ``torch.func.functional_call``.
@@ -369,8 +372,9 @@ class ExpertBuffer:
             return: name -> (..., *param_shapes[name]), views of ``flat`` in ``param_names`` order.
         """
         if flat.shape[-1] != self.num_params:
-            raise MismatchError(f"flat parameters have length {flat.shape[-1]}, this buffer's model has "
-                                f"{self.num_params}")
+            raise MismatchError(
+                f"flat parameters have length {flat.shape[-1]}, this buffer's model has {self.num_params}"
+            )
         lead = flat.shape[:-1]
         parts = flat.split(self._numels, dim=-1)
         return {k: v.view(*lead, *self.param_shapes[k]) for k, v in zip(self.param_names, parts)}
@@ -388,6 +392,12 @@ class ExpertBuffer:
         first = params[self.param_names[0]]
         lead = first.shape[: first.ndim - len(self.param_shapes[self.param_names[0]])]
         return torch.cat([params[k].reshape(*lead, -1) for k in self.param_names], dim=-1)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # open safetensors handles cannot be pickled (DataLoader workers, multiprocessing); they reopen lazily
+        state = dict(self.__dict__)
+        state["_handles"] = {}
+        return state
 
     def __repr__(self) -> str:
         ds = self.manifest["dataset"]

@@ -95,11 +95,12 @@ __all__ = [
 
 logger = logging.getLogger("condense")
 
-# CPU: vmap gains little beyond a handful of experts and the snapshots of every expert in a group stay in RAM.
-_CPU_MAX_EXPERTS_AT_ONCE = 8
+# CPU default: one at a time. vmap turns each conv into a grouped conv, which is slow on the CPU: measured on 1 core,
+# digits ConvNet width 128: loop 0.57 s per expert-epoch, vmap with K=4 1.61 s (benchmarks/experts_speed.py).
+_CPU_DEFAULT_EXPERTS_AT_ONCE = 1
 _GPU_MAX_EXPERTS_AT_ONCE = 64
 _GPU_MEMORY_FRACTION = 0.7  # of the free memory the experts of a group may use
-_EVAL_BATCH = 2048  # test images per forward pass in the per-epoch evaluation
+_EVAL_IMAGES = 2048  # test images x experts per forward pass of the per-epoch evaluation (bounds activation memory)
 
 
 # ======================================================================================================================
@@ -121,7 +122,7 @@ class ExpertConfig:
     momentum: float = 0.0  # SGD momentum (MTT --mom 0: "much easier for our synthetic data to imitate", issue #8)
     weight_decay: float = 0.0  # SGD weight decay (MTT --l2 0)
     batch_size: int = 256  # real images per SGD step (MTT --batch_train)
-    augment: str = "dsa"  # DSA preset during expert training (MTT: args.dsa True); "dsa_noflip" for digits, "none"
+    augment: str = "auto"  # DSA during expert training (MTT: args.dsa True); auto = no flip on digit datasets
     lr_decay_factor: float = 1.0  # lr multiplied by this once, at lr_decay_epoch (MTT: --decay off -> 1.0)
     lr_decay_epoch: int | None = None  # 0-based epoch of that decay; None: epochs // 2 + 1 (AST buffer.py)
     max_attempts: int = 3  # trainings per expert when one diverges (NaN/inf); each retry draws fresh seeds
@@ -137,7 +138,7 @@ class ExpertConfig:
         check_range("max_attempts", self.max_attempts, 1)
         from condense.augment import list_augments
 
-        if self.augment not in list_augments():
+        if self.augment != "auto" and self.augment not in list_augments():
             raise ConfigError(
                 f"augment={self.augment!r} is not an augmentation preset{did_you_mean(self.augment, list_augments())}"
                 f" available: {', '.join(list_augments())}"
@@ -427,7 +428,7 @@ class _Trainer:
         model_kwargs: dict[str, Any],
         cfg: ExpertConfig,
         epochs: int,
-        snapshot_steps: list[int],
+        save_every_steps: int | None,
         device: torch.device,
         storage_dtype: torch.dtype,
         running_stats: bool,
@@ -439,13 +440,13 @@ class _Trainer:
         self.model_kwargs = model_kwargs
         self.cfg = cfg
         self.epochs = epochs
-        self.snapshot_steps = set(snapshot_steps)
-        self.num_snapshots = len(snapshot_steps)
         self.device = device
         self.storage_dtype = storage_dtype
         self.running_stats = running_stats
         self.quiet = quiet
-        self.aug = get_augment(cfg.augment)
+        from condense.augment import resolve_augment
+
+        self.aug = get_augment(resolve_augment(cfg.augment, data.name))
         self.x_train = data.x_train.to(device)
         self.y_train = data.y_train.to(device)
         self.x_test = data.x_test.to(device)
@@ -457,6 +458,9 @@ class _Trainer:
         }
         self.num_train = int(self.x_train.shape[0])
         self.steps_per_epoch = math.ceil(self.num_train / cfg.batch_size)
+        self.snapshot_plan = _snapshot_steps(epochs, self.steps_per_epoch, save_every_steps)
+        self.snapshot_steps = set(self.snapshot_plan)
+        self.num_snapshots = len(self.snapshot_plan)
         self.lr_decay_epoch = cfg.lr_decay_epoch if cfg.lr_decay_epoch is not None else epochs // 2 + 1
 
     # ------------------------------------------------------------------------------------------------------------------
@@ -515,8 +519,9 @@ class _Trainer:
         call = torch.func.functional_call
         base.eval()
         correct = None
-        for s in range(0, self.x_test.shape[0], _EVAL_BATCH):
-            xb, yb = self.x_test[s : s + _EVAL_BATCH], self.y_test[s : s + _EVAL_BATCH]
+        chunk = max(128, _EVAL_IMAGES // len(next(iter(params.values()))) if vmapped else _EVAL_IMAGES)
+        for s in range(0, self.x_test.shape[0], chunk):
+            xb, yb = self.x_test[s : s + chunk], self.y_test[s : s + chunk]
             if vmapped:
                 logits = torch.func.vmap(lambda p, b, x: call(base, (p, b), (x,)), in_dims=(0, 0, None))(
                     params, buffers, xb
@@ -615,9 +620,7 @@ class _Trainer:
         results = []
         for i, e in enumerate(experts):
             ok = bool(finite[i]) and len(snaps) == self.num_snapshots
-            results.append(
-                _Result(e, ok, stacked[i].clone() if ok else None, acc_curves[i], loss_curves[i], seconds)
-            )
+            results.append(_Result(e, ok, stacked[i].clone() if ok else None, acc_curves[i], loss_curves[i], seconds))
         return results
 
     def per_expert_bytes(self) -> int:
@@ -652,7 +655,7 @@ def _choose_k(trainer: _Trainer, n: int, experts_at_once: int | None, running_st
         free, _ = torch.cuda.mem_get_info(trainer.device)
         per = trainer.per_expert_bytes()
         return max(1, min(n, _GPU_MAX_EXPERTS_AT_ONCE, int(free * _GPU_MEMORY_FRACTION) // per))
-    return min(n, _CPU_MAX_EXPERTS_AT_ONCE)
+    return min(n, _CPU_DEFAULT_EXPERTS_AT_ONCE)
 
 
 # ======================================================================================================================
@@ -775,8 +778,9 @@ def record_experts(
         seed: base seed; each expert's init, data order and DSA seeds are derived from (seed, expert id, attempt).
         device: where to train (``cuda`` under torchrun uses ``cuda:LOCAL_RANK``).
         quiet: no progress bars.
-        experts_at_once: K experts trained together with ``vmap`` (default: from free GPU memory, or up to 8 on the
-            CPU); 1 trains them one at a time. Models with BatchNorm are always trained one at a time.
+        experts_at_once: K experts trained together with ``vmap`` (default: from free GPU memory on CUDA, 1 on the
+            CPU where vmap's grouped convolutions are slower than a loop); 1 trains them one at a time. Models with
+            BatchNorm are always trained one at a time.
         save_every_steps: snapshot every k SGD steps instead of every epoch (snapshot indices then count k steps).
         model_kwargs: builder options for ``create_model`` (``width``, ``depth``, ...), recorded in the buffer.
         dtype: storage dtype of the snapshots, ``float32`` (default), ``float16`` or ``bfloat16`` (half the disk).
@@ -826,11 +830,18 @@ def record_experts(
         )
         running_stats = has_running_stats(probe)
         trainer = _Trainer(
-            data, model, model_kwargs, cfg, epochs, [], device, STORAGE_DTYPES[dtype], running_stats, quiet
+            data,
+            model,
+            model_kwargs,
+            cfg,
+            epochs,
+            save_every_steps,
+            device,
+            STORAGE_DTYPES[dtype],
+            running_stats,
+            quiet or dist.rank != 0,
         )
-        steps = _snapshot_steps(epochs, trainer.steps_per_epoch, save_every_steps)
-        trainer.snapshot_steps = set(steps)
-        trainer.num_snapshots = len(steps)
+        steps = trainer.snapshot_plan
         named = list(probe.named_parameters())
         header = _header(data, model, model_kwargs, cfg, trainer, named, epochs, steps, save_every_steps, seed, dtype)
         run_key = header["run_key"]
@@ -852,34 +863,19 @@ def record_experts(
         k = _choose_k(trainer, len(mine), experts_at_once, running_stats)
         if mine:
             logger.info(
-                "recording %d %s experts on %s (rank %d/%d, %d at once)", len(mine), cfg.kind, device, dist.rank,
-                dist.world, k,
+                "recording %d %s experts on %s (rank %d/%d, %d at once)",
+                len(mine),
+                cfg.kind,
+                device,
+                dist.rank,
+                dist.world,
+                k,
             )
+        on_change = (lambda: _write_manifest(out, header, done, failed, n_experts)) if dist.world == 1 else None
         failed: dict[int, str] = {}
-        queue = [_Expert.make(seed, i, 0) for i in mine]
-        while queue:
-            group, queue = queue[:k], queue[k:]
-            for res in trainer.train_group(group, position=0):
-                e = res.expert
-                if res.ok:
-                    rec = _expert_record(res, run_key)
-                    sha = save_tensors(
-                        out / rec["file"],
-                        {TENSOR_KEY: res.snapshots},
-                        metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION), "record": json.dumps(rec)},
-                    )
-                    rec = {k2: v for k2, v in rec.items() if k2 != "run_key"}
-                    rec["sha256"] = sha
-                    done[e.id] = rec
-                    if dist.world == 1:
-                        _write_manifest(out, header, done, failed, n_experts)
-                elif e.attempt + 1 < cfg.max_attempts:
-                    logger.warning("expert %d diverged (attempt %d); retrying with fresh seeds", e.id, e.attempt + 1)
-                    queue.append(_Expert.make(seed, e.id, e.attempt + 1))
-                else:
-                    failed[e.id] = f"diverged (NaN/inf parameters) in all {cfg.max_attempts} attempts"
-                    if dist.world == 1:
-                        _write_manifest(out, header, done, failed, n_experts)
+        _train_assigned(
+            trainer, mine, k, seed, cfg, out, run_key, done, failed, on_change, quiet or dist.rank != 0, dist.rank
+        )
 
         dist.barrier()
         all_failed: dict[int, str] = {}
@@ -894,9 +890,79 @@ def record_experts(
                 f"experts {ids} diverged (NaN/inf) in all {cfg.max_attempts} attempts with lr_teacher="
                 f"{cfg.lr_teacher}; lower the learning rate; finished experts are kept in '{out}'"
             )
-        return ExpertBuffer.open(out)
+        buf = ExpertBuffer.open(out)
+        if dist.rank == 0:
+            _warn_if_not_learned(buf, data.num_classes)
+        return buf
     finally:
         dist.close()
+
+
+def _train_assigned(
+    trainer: _Trainer,
+    ids: list[int],
+    k: int,
+    seed: int,
+    cfg: ExpertConfig,
+    out: Path,
+    run_key: str,
+    done: dict[int, dict[str, Any]],
+    failed: dict[int, str],
+    on_change: Callable[[], None] | None,
+    quiet: bool,
+    rank: int = 0,
+) -> None:
+    """Train the experts ``ids`` in groups of ``k``; write each finished one at once; retry diverged ones."""
+    bar = None
+    if not quiet and ids:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(ids), desc=f"{cfg.kind} experts", unit="expert", position=0)
+    queue = [_Expert.make(seed, i, 0) for i in ids]
+    while queue:
+        group, queue = queue[:k], queue[k:]
+        for res in trainer.train_group(group, position=1):
+            e = res.expert
+            if res.ok:
+                rec = _expert_record(res, run_key)
+                rec["rank"] = rank
+                meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "record": json.dumps(rec)}
+                sha = save_tensors(out / rec["file"], {TENSOR_KEY: res.snapshots}, metadata=meta)
+                rec = {key: v for key, v in rec.items() if key != "run_key"}
+                rec["sha256"] = sha
+                done[e.id] = rec
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(f"expert {e.id}: test acc {rec['final_test_acc']:.3f}")
+            elif e.attempt + 1 < cfg.max_attempts:
+                logger.warning("expert %d diverged (attempt %d); retrying with fresh seeds", e.id, e.attempt + 1)
+                queue.append(_Expert.make(seed, e.id, e.attempt + 1))
+                continue
+            else:
+                failed[e.id] = f"diverged (NaN/inf parameters) in all {cfg.max_attempts} attempts"
+                if bar is not None:
+                    bar.update(1)
+            if on_change is not None:
+                on_change()
+    if bar is not None:
+        bar.close()
+
+
+def _warn_if_not_learned(buf: ExpertBuffer, num_classes: int) -> None:
+    """A buffer whose experts stayed near chance is a bad buffer: say so (the accuracy curves are in the manifest)."""
+    chance = 1.0 / num_classes
+    stuck = {i: c[-1] for i, c in buf.accuracy_curves.items() if c and c[-1] is not None and c[-1] < 1.5 * chance}
+    if stuck:
+        worst = ", ".join(f"{i}: {a:.3f}" for i, a in sorted(stuck.items())[:5])
+        logger.warning(
+            "%d of %d experts in '%s' ended near chance test accuracy (%s; chance %.3f): the buffer is unlikely to "
+            "help distillation; train more epochs or raise lr_teacher",
+            len(stuck),
+            buf.num_experts,
+            buf.path,
+            worst,
+            chance,
+        )
 
 
 def _header(
@@ -967,4 +1033,3 @@ def _expert_record(res: _Result, run_key: str) -> dict[str, Any]:
         "seconds": round(res.seconds, 3),
         "run_key": run_key,
     }
-

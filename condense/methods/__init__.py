@@ -7,3 +7,4 @@ from condense.methods.base import METHODS, Matcher, MatchState, Method, RunConte
 
 __all__ = ["METHODS", "Method", "Matcher", "MatchState", "RunContext", "distill", "get_method", "list_methods"]
 from condense.methods import dc, dm  # noqa: F401, E402
+from condense.methods import datm, ftd, mtt  # noqa: F401, E402

@@ -75,7 +75,9 @@ def init_images(data: Any, ipc: int, mode: str, generator: torch.Generator) -> t
             "lower ipc or use init='noise'"
         )
     idx = sampler.sample(ipc, generator).reshape(-1)
-    return data.x_train[idx].detach().clone().float(), labels
+    # copy into a fresh tensor: canonical NCHW strides whatever the dataset's layout (C = 1 admits several)
+    real = data.x_train[idx]
+    return torch.empty(real.shape, dtype=torch.float32, device=device).copy_(real), labels
 
 
 class ClassSampler:

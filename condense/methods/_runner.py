@@ -156,7 +156,9 @@ def save_checkpoint(
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise IntegrityError(f"refusing to checkpoint non-finite values in state tensor '{name}'")
         tensors[_STATE_PREFIX + name] = t.detach().cpu()
-        layout[name] = {"device": t.device.type, "requires_grad": bool(t.requires_grad)}
+        # strides too: a (N, 1, H, W) tensor is "contiguous" with several stride patterns, and convolution picks
+        # different kernels (different float rounding) for them, so exact resume needs the same layout
+        layout[name] = {"device": t.device.type, "requires_grad": bool(t.requires_grad), "stride": list(t.stride())}
     tensors[_GEN_KEY] = gen.get_state()
     record = {
         "format": CHECKPOINT_FORMAT,
@@ -238,6 +240,9 @@ def _restore_from_checkpoint(
     for name, t in tensors.items():
         info = layout.get(name, {})
         target = torch.device("cpu") if info.get("device", "cpu") == "cpu" else device
+        stride = info.get("stride")
+        if stride is not None and len(stride) == t.ndim and tuple(stride) != t.stride():
+            t = torch.empty_strided(t.shape, tuple(stride), dtype=t.dtype).copy_(t)
         t = t.to(target)
         if info.get("requires_grad") and t.is_floating_point():
             t.requires_grad_(True)

@@ -156,8 +156,17 @@ class TrajectoryMatcher(Matcher):
     """
 
     needs_buffer: ClassVar[bool] = True
-    #: whether labels are learnable soft logits (DATM)
-    soft_labels: ClassVar[bool] = False
+    #: the buffer ``condense run`` (the digits demo) records first: the settings the digits presets were tuned on.
+    #: ``record_experts(data, model, experts, epochs, out, kind=kind, model_kwargs=model_kwargs,
+    #: config=get_expert_config(kind, **config))``; about 5 s on 2 CPU cores (10 s for flat experts).
+    demo_buffer: ClassVar[dict[str, Any]] = {
+        "kind": "vanilla",
+        "model": "convnetd2",
+        "model_kwargs": {"width": 32},
+        "experts": 2,
+        "epochs": 6,
+        "config": {"lr_teacher": 0.05, "batch_size": 64, "augment": "dsa_noflip"},
+    }
 
     # ---------------------------------------------------------------- hooks
 

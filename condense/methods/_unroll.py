@@ -245,6 +245,17 @@ def meta_gradient(
         images: (N, C, H, W).
         labels: (N,) int64 or (N, K) float logits.
         lr: (), float.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+        >>> lay = ParamLayout.from_module(net)
+        >>> theta0 = torch.zeros(lay.numel)
+        >>> x, y = torch.randn(3, 1, 2, 2), torch.tensor([0, 1, 0])
+        >>> plan = [StepPlan(torch.arange(3))] * 2
+        >>> mg = meta_gradient(net, lay, theta0, x, y, torch.tensor(0.1), plan, [MatchTarget(2, theta0 + 1)])
+        >>> mg.images.shape, mg.lr.shape
+        (torch.Size([3, 1, 2, 2]), torch.Size([]))
     """
     _check(mode, plan, matches, momentum)
     fn = _full if mode == "full" else _lean

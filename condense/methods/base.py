@@ -122,6 +122,8 @@ class Method:
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     #: "images" or "graphs": which kind of dataset the method consumes.
     data_kind: ClassVar[str] = "images"
+    #: True when the method reads an expert-trajectory buffer (``run.buffer``), as MTT/FTD/DATM do.
+    needs_buffer: ClassVar[bool] = False
 
     def resolve_config(self, preset: str | None = None, overrides: Mapping[str, Any] | None = None) -> Any:
         """Defaults <- preset <- overrides, validated."""

@@ -127,7 +127,7 @@ class DM(Matcher):
         with torch.no_grad():  # torch.optim.SGD(momentum, dampening 0): buf = m * buf + g; S -= lr * buf
             buf.mul_(cfg.momentum).add_(grad)
             images.sub_(buf, alpha=lr)
-        return {"loss": float(loss) / k, "lr_img": lr}
+        return {"loss": float(loss.detach()) / k, "lr_img": lr}
 
     def to_synthetic(self, state: MatchState) -> SyntheticSet:
         rt = state.runtime

@@ -332,15 +332,24 @@ class Mirage(Method):
             chosen.append(ranked)
             used_counts.append(mc)
 
-        # 5. the summary: a compact dictionary of the trees used, the tree-sets and their supports
-        tensors, n_rows = _encode(vocab, chosen, cfg.num_hops)
-        labels = torch.tensor([c for c in range(k) for _ in chosen[c]], dtype=torch.int64)
+        # 5. the summary: a compact dictionary of the trees used, the tree-sets, their class and their support in
+        # every class (a tree-set mined in class c is often present, less often, in the others; without those
+        # counts a GNN learns that it means "class c" outright)
+        union: dict[tuple[int, ...], int] = {}
+        for c in range(k):
+            for items, _ in chosen[c]:
+                union.setdefault(items, c)
+        sets = list(union)
+        supports = [[_support_in(s, class_bits[o]) for o in range(k)] for s in sets]
+        tensors, n_rows = _encode(vocab, sets, supports, cfg.num_hops)
+        labels = torch.tensor([union[s] for s in sets], dtype=torch.int64)
         seconds = time.perf_counter() - t0
         summary_bytes = sum(t.numel() * t.element_size() for t in tensors.values()) + labels.numel() * 8
         meta = {
             "summary": "mirage_tree_sets",
             "num_tree_sets": int(labels.numel()),
-            "tree_sets_per_class": [len(ch) for ch in chosen],
+            "tree_sets_per_class": [int((labels == c).sum()) for c in range(k)],
+            "class_sizes": [len(tc) for tc in per_class],
             "num_trees": n_rows,
             "summary_bytes": int(summary_bytes),
             "raw_bytes": int(data.raw_bytes),
@@ -367,9 +376,14 @@ class Mirage(Method):
 
 
 def _encode(
-    vocab: TreeVocab, chosen: list[list[tuple[tuple[int, ...], int]]], depth: int
+    vocab: TreeVocab, sets: list[tuple[int, ...]], supports: list[list[int]], depth: int
 ) -> tuple[dict[str, torch.Tensor], int]:
-    """Pack the chosen tree-sets and every tree they reach into small integer tensors (see :func:`expand_summary`)."""
+    """Pack tree-sets, their per-class supports and every tree they reach into small integer tensors.
+
+    Trees are rows of one table shared across levels (a depth-1 tree used by two depth-2 trees is stored once):
+    ``tree_label[r]`` is the root label of row r and its children are the next ``tree_num_children[r]`` entries of
+    ``tree_children`` (rows again). Tree-set s lists ``set_size[s]`` root rows in ``set_items``.
+    """
     row_of: dict[tuple[int, int], int] = {}  # (level, vocab id) -> row
     label: list[int] = []
     children: list[list[int]] = []
@@ -387,19 +401,16 @@ def _encode(
 
     set_items: list[int] = []
     set_size: list[int] = []
-    support: list[int] = []
-    for ranked in chosen:
-        for items, sup in ranked:
-            set_items.extend(add(depth, i) for i in items)
-            set_size.append(len(items))
-            support.append(sup)
+    for items in sets:
+        set_items.extend(add(depth, i) for i in items)
+        set_size.append(len(items))
     tensors = {
         "tree_label": _small_int(label),
         "tree_num_children": _small_int([len(c) for c in children]),
         "tree_children": _small_int([j for c in children for j in c]),
         "set_size": _small_int(set_size),
         "set_items": _small_int(set_items),
-        "set_support": _small_int(support),
+        "set_support": _small_int(np.asarray(supports, dtype=np.int64).reshape(len(sets), -1)),
     }
     return tensors, len(label)
 
@@ -420,10 +431,11 @@ def expand_summary(syn: SyntheticSet, num_node_labels: int | None = None):  # ->
         num_node_labels: V, the one-hot width (default: ``syn.meta["num_node_labels"]``).
 
     Returns:
-        ``(batch, support)``: a GraphBatch of the S tree-set graphs and their supports.
+        ``(batch, support)``: a GraphBatch of the S tree-set graphs (``y`` = the class each was mined in) and
+        their supports in every class.
 
     Shape:
-        support: (S,) float32.
+        support: (S, K) float32, graphs of class k (training split) containing every tree of set s.
     """
     from condense.data.tu import GraphBatch
 
@@ -439,7 +451,10 @@ def expand_summary(syn: SyntheticSet, num_node_labels: int | None = None):  # ->
     kids = t["tree_children"].tolist()
     sizes = t["set_size"].tolist()
     items = t["set_items"].tolist()
-    if len(sizes) != len(syn.labels) or sum(sizes) != len(items) or kptr[-1] != len(kids):
+    sup = t["set_support"].reshape(len(sizes), -1).float()
+    if len(sizes) != len(syn.labels) or sum(sizes) != len(items) or kptr[-1] != len(kids) or sup.shape[1] != len(
+        syn.classes
+    ):
         raise IntegrityError("Mirage summary tensors disagree in length (set_size, set_items, labels, children)")
     if label and max(label) >= v:
         raise MismatchError(f"summary uses node label {max(label)} but the dataset has {v} node labels")
@@ -484,7 +499,7 @@ def expand_summary(syn: SyntheticSet, num_node_labels: int | None = None):  # ->
         deg=deg,
         pool_mask=torch.tensor(is_root, dtype=torch.bool),
     )
-    return gb, t["set_support"].float()
+    return gb, sup
 
 
 # ---------------------------------------------------------------------------------------------- presets

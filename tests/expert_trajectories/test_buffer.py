@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from pathlib import Path
 
@@ -59,8 +60,13 @@ def test_manifest_describes_the_buffer(buf, buffer_dir, digits):
     assert m["format"] == FORMAT
     assert m["dataset"]["name"] == "digits" and m["dataset"]["fingerprint"] == digits.fingerprint
     assert m["preprocessing"] == json.loads(json.dumps(digits.preprocessing()))
-    assert m["model"] == {"name": "convnet", "in_channels": 1, "num_classes": 10, "image_size": [8, 8],
-                          "kwargs": MODEL_KW}
+    assert m["model"] == {
+        "name": "convnet",
+        "in_channels": 1,
+        "num_classes": 10,
+        "image_size": [8, 8],
+        "kwargs": MODEL_KW,
+    }
     assert m["kind"] == "vanilla" and m["config"]["lr_teacher"] == 0.01 and m["config"]["batch_size"] == 128
     assert m["augment"]["strategy"] == "color_crop_cutout_scale_rotate"
     assert [e["status"] for e in m["experts"]] == ["done"] * N_EXPERTS
@@ -81,8 +87,9 @@ def test_param_layout_matches_the_model(buf):
 
 
 def test_snapshot_zero_is_the_seeded_init(buf):
-    net = create_model("convnet", in_channels=1, num_classes=10, image_size=(8, 8),
-                       seed=derive_seed(7, 1, 0, "init"), **MODEL_KW)
+    net = create_model(
+        "convnet", in_channels=1, num_classes=10, image_size=(8, 8), seed=derive_seed(7, 1, 0, "init"), **MODEL_KW
+    )
     flat = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
     torch.testing.assert_close(buf.snapshot(1, 0), flat, rtol=0, atol=0)
     assert not torch.equal(buf.snapshot(1, 0), buf.snapshot(1, -1))  # the expert moved
@@ -130,6 +137,8 @@ def test_open_does_not_read_expert_files(buf):
     assert buf._verified == set() and buf._handles == {}
     buf.snapshot(0, 0)
     assert buf._verified == {0}
+    clone = pickle.loads(pickle.dumps(buf))  # e.g. sent to a worker process
+    torch.testing.assert_close(clone.snapshot(0, 1), buf.snapshot(0, 1))
 
 
 def test_tampered_expert_is_refused(buffer_dir, tmp_path):
@@ -196,8 +205,18 @@ def test_other_preprocessing_model_or_data_is_refused(buf, digits):
 
 def test_half_precision_storage(digits, tmp_path, buffer_dir):
     cfg = get_expert_config("vanilla", batch_size=128, augment="dsa_noflip")
-    b16 = record_experts(digits, "convnet", 1, EPOCHS, tmp_path / "f16", config=cfg, quiet=True,
-                         model_kwargs=MODEL_KW, seed=7, dtype="bfloat16")
+    b16 = record_experts(
+        digits,
+        "convnet",
+        1,
+        EPOCHS,
+        tmp_path / "f16",
+        config=cfg,
+        quiet=True,
+        model_kwargs=MODEL_KW,
+        seed=7,
+        dtype="bfloat16",
+    )
     b32 = ExpertBuffer.open(buffer_dir)
     s = b16.snapshot(0, -1)
     assert s.dtype == torch.float32

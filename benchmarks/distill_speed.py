@@ -1,0 +1,250 @@
+"""Trajectory-matching distillation speed: ms per outer iteration, peak memory and accuracy, full vs lean unroll.
+
+One iteration is one ``Matcher.step`` of MTT (or FTD/DATM with ``--method``): sample a trajectory, unroll N student
+steps, backprop to the images/lr (``--mode full``) or recompute step by step (``--mode lean``, constant activation
+memory), update. Warm-up iterations run first and are not timed; each timed iteration is synchronized (CUDA) and the
+median and interquartile range are reported. Peak memory is ``torch.cuda.max_memory_allocated`` reset before each
+mode on CUDA; on the CPU it is the peak RSS of a fresh process per mode (it includes the interpreter, torch and the
+dataset: compare the modes' difference, not absolute values). Accuracy: after ``--iterations`` iterations the
+synthetic set is scored with the shared protocol (``--eval-epochs``, ``--eval-seeds``); it is left out of the timings.
+
+The reference the issue compares with is the authors' ``distill.py`` on CIFAR-10 ConvNetD3 with ZCA:
+``python distill.py --dataset=CIFAR10 --ipc=10 --syn_steps=30 --expert_epochs=2 --max_start_epoch=20 --zca
+--lr_img=100 --lr_lr=1e-05 --lr_teacher=0.001`` (466 ms/iteration on an H100, 9.9 GB peak; IPC 1, N=50: 800 ms).
+
+Usage:
+    python benchmarks/distill_speed.py --quick                  # CPU smoke test on digits, < 1 minute
+    python benchmarks/distill_speed.py --device cuda --dataset cifar10 --data-root ../shared/data/cifar10 --ipc 10 \
+        --syn-steps 30 --mode full,lean --iterations 300 --buffer buffers/cifar10_zca_convnet
+
+Without ``--buffer`` a small buffer is recorded in a temporary folder first (digits: the test-suite settings; CIFAR-10:
+2 experts x (max_start_epoch + expert_epochs) epochs, MTT's expert settings), and not timed.
+
+The last stdout line is one JSON object:
+    {"benchmark": "distill_speed", "metadata": {...}, "config": {...},
+     "results": [{"method", "mode", "ipc", "syn_steps", "median_ms", "iqr_ms", "peak_mem_mb", "accuracy"}, ...]}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+#: digits buffer of the test suite (tests/methods/conftest.py), the one the digits presets were tuned with
+DIGITS_BUFFER = dict(model="convnetd2", model_kwargs={"width": 32}, epochs=6, lr_teacher=0.05, batch_size=64)
+
+
+def _commit() -> str | None:
+    """The checked-out commit, read from .git without running git."""
+    head = REPO / ".git" / "HEAD"
+    try:
+        ref = head.read_text().strip()
+        if not ref.startswith("ref: "):
+            return ref[:12]
+        path = REPO / ".git" / ref[5:]
+        if path.is_file():
+            return path.read_text().strip()[:12]
+        for line in (REPO / ".git" / "packed-refs").read_text().splitlines():
+            if line.endswith(ref[5:]):
+                return line.split()[0][:12]
+    except OSError:
+        return None
+    return None
+
+
+def _metadata(device: torch.device) -> dict:
+    import condense
+
+    return {
+        "commit": _commit(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "condense": condense.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or None,
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "cpu_threads": torch.get_num_threads(),
+    }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def _record_buffer(args, data, cfg, out: Path, device: torch.device) -> Path:
+    from condense.expert_trajectories import get_expert_config, record_experts
+
+    kind = "vanilla" if args.method == "mtt" else "flat"
+    if args.dataset == "digits":
+        b = DIGITS_BUFFER
+        ecfg = get_expert_config(kind, lr_teacher=b["lr_teacher"], batch_size=b["batch_size"], augment="dsa_noflip")
+        model, kwargs, epochs = b["model"], b["model_kwargs"], b["epochs"]
+    else:
+        ecfg = get_expert_config(kind)
+        model, kwargs, epochs = "convnet", {}, cfg.max_start_epoch + cfg.expert_epochs
+    record_experts(
+        data, model, args.experts, epochs, out, config=ecfg, model_kwargs=kwargs, seed=0, device=device, quiet=True
+    )
+    return out
+
+
+def _case(args, data, buffer: Path, mode: str, device: torch.device, log) -> dict:
+    from condense.eval import evaluate
+    from condense.methods import RunContext, get_method
+
+    method = get_method(args.method)
+    preset = method.default_preset(data.name, args.ipc)
+    over = {"unroll": mode, "num_iterations": args.iterations}
+    if args.syn_steps:
+        over["syn_steps"] = args.syn_steps
+    cfg = method.resolve_config(preset, over)
+    gen = torch.Generator().manual_seed(0)
+    state = method.init_state(data, cfg, args.ipc, gen, RunContext(device=device, buffer=buffer, quiet=True))
+    for it in range(args.warmup):
+        method.step(state, it, gen)
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for it in range(args.warmup, args.warmup + args.iterations):
+        t0 = time.perf_counter()
+        method.step(state, it, gen)
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1000)
+    peak = _peak_mb(device)
+    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    acc = None
+    if args.eval_epochs > 0:
+        row = evaluate(
+            method.to_synthetic(state),
+            data,
+            models=[args.eval_model],
+            seeds=args.eval_seeds,
+            epochs=args.eval_epochs,
+            device=device,
+        )
+        acc = row["accuracy"][args.eval_model]
+    res = {
+        "method": args.method,
+        "mode": mode,
+        "ipc": args.ipc,
+        "syn_steps": cfg.syn_steps,
+        "batch_syn": cfg.batch_syn,
+        "preset": preset,
+        "iterations": args.iterations,
+        "median_ms": round(statistics.median(times), 3),
+        "iqr_ms": round(q[2] - q[0], 3),
+        "peak_mem_mb": round(peak, 1),
+        "accuracy": None if acc is None else {"mean": acc["mean"], "std": acc["std"]},
+    }
+    log(json.dumps(res))
+    return res
+
+
+def _subprocess_case(argv: list[str] | None, args, buffer: Path, mode: str, log) -> dict:
+    import subprocess
+
+    cmd = [sys.executable, __file__, *(sys.argv[1:] if argv is None else argv)]
+    cmd += ["--mode", mode, "--buffer", str(buffer), "--json"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    res = json.loads(out.strip().splitlines()[-1])["results"][0]
+    log(json.dumps(res))
+    return res
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dataset", default="digits", choices=["digits", "cifar10"])
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--zca", default="auto", choices=["auto", "on", "off"], help="auto: on for CIFAR-10 IPC 1/10 (MTT)")
+    p.add_argument("--method", default="mtt", choices=["mtt", "ftd", "datm"])
+    p.add_argument("--ipc", type=int, default=1)
+    p.add_argument("--syn-steps", type=int, default=None, help="N (default: the preset's)")
+    p.add_argument("--mode", default="full,lean", help="comma list of unroll modes: full, lean")
+    p.add_argument("--buffer", default=None, help="expert buffer (default: record a small one first)")
+    p.add_argument("--experts", type=int, default=2, help="experts of the recorded buffer")
+    p.add_argument("--iterations", type=int, default=20, help="timed iterations (also the training before eval)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--eval-epochs", type=int, default=300, help="0: skip the accuracy evaluation")
+    p.add_argument("--eval-seeds", type=int, default=2)
+    p.add_argument("--eval-model", default="convnet")
+    p.add_argument(
+        "--subset", type=int, default=0, help="use a fixed subset of this many training images (CPU timing runs)"
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads on the CPU")
+    p.add_argument("--quick", action="store_true", help="tiny CPU run on digits (< 1 minute)")
+    p.add_argument("--json", action="store_true", help="print only the JSON line")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.dataset, args.iterations, args.warmup = "digits", 5, 1
+        args.eval_epochs, args.eval_seeds = 50, 1
+        args.syn_steps = args.syn_steps or 10
+        args.threads = args.threads or 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from condense.data import load_dataset
+    from condense.methods import get_method
+
+    device = torch.device(args.device)
+    zca = args.zca == "on" or (args.zca == "auto" and args.dataset == "cifar10" and args.ipc in (1, 10))
+    data = load_dataset(args.dataset, args.data_root, zca=zca)
+    if args.subset:
+        # a fixed, class-mixed prefix of a seeded permutation (the timing does not depend on the real-set size)
+        perm = torch.randperm(data.x_train.shape[0], generator=torch.Generator().manual_seed(0))[: args.subset]
+        data.x_train, data.y_train = data.x_train[perm].contiguous(), data.y_train[perm].contiguous()
+        data.fingerprint = f"{data.fingerprint}-subset{args.subset}"
+    if device.type == "cuda":
+        data.x_train, data.y_train = data.x_train.to(device), data.y_train.to(device)
+        data.x_test, data.y_test = data.x_test.to(device), data.y_test.to(device)
+    log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
+    method = get_method(args.method)
+    cfg = method.resolve_config(method.default_preset(data.name, args.ipc))
+    modes = [m.strip() for m in args.mode.split(",") if m.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.buffer is None:
+            t0 = time.perf_counter()
+            buffer = _record_buffer(args, data, cfg, Path(tmp) / "buffer", device)
+            log(f"recorded a buffer in {time.perf_counter() - t0:.1f} s")
+        else:
+            buffer = Path(args.buffer)
+        if device.type == "cpu" and len(modes) > 1:
+            # peak RSS is per process and never falls: measure each mode in a fresh process on the same buffer
+            results = [_subprocess_case(argv, args, buffer, mode, log) for mode in modes]
+        else:
+            results = [_case(args, data, buffer, mode, device, log) for mode in modes]
+    out = {
+        "benchmark": "distill_speed",
+        "metadata": _metadata(device),
+        "config": {k: v for k, v in vars(args).items() if k != "json"} | {"zca": zca},
+        "results": results,
+    }
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    main()

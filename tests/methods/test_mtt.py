@@ -1,0 +1,144 @@
+"""MTT on digits: quality vs random real, guard rails (positive lr, NaN rollback), resume, AST options, lean mode."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from condense.errors import ConfigError, MismatchError
+from condense.methods import RunContext, distill, get_method
+from condense.methods import _trajectory as core
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_mtt_beats_random_real_ipc1(digits, digits_buffer, beats_random):
+    beats_random("mtt", digits, digits_buffer)
+
+
+def _state(digits, buffer, overrides=None, ipc=1, name="mtt", seed=0):
+    m = get_method(name)
+    cfg = m.resolve_config(f"digits-ipc{ipc}", overrides)
+    gen = torch.Generator().manual_seed(seed)
+    return m, cfg, gen, m.init_state(digits, cfg, ipc, gen, RunContext(buffer=buffer))
+
+
+def test_step_updates_images_and_lr(digits, digits_buffer):
+    m, cfg, gen, st = _state(digits, digits_buffer)
+    x0 = st.tensors["images"].clone()
+    stats = m.step(st, 0, gen)
+    assert set(stats) >= {"loss", "lr", "grad_norm", "start_epoch"}
+    assert stats["loss"] > 0 and not torch.equal(x0, st.tensors["images"])
+    assert float(st.tensors["mom_images"].abs().sum()) > 0
+
+
+def test_learned_lr_stays_positive(digits, digits_buffer, monkeypatch):
+    # a huge lr on alpha with a gradient forced positive throws alpha far below zero; the clamp holds it at lr_min
+    m, cfg, gen, st = _state(digits, digits_buffer, {"lr_lr": 1e6, "lr_img": 0.0})
+    real = core.meta_gradient
+
+    def flipped(*args, **kwargs):
+        mg = real(*args, **kwargs)
+        mg.lr = mg.lr.abs() + 1.0
+        return mg
+
+    monkeypatch.setattr(core, "meta_gradient", flipped)
+    m.step(st, 0, gen)
+    assert float(st.tensors["lr"]) == pytest.approx(cfg.lr_min, rel=1e-6)
+    assert m.to_synthetic(st).lr > 0
+
+
+def test_nan_in_step_is_rolled_back(digits, digits_buffer, tmp_path, monkeypatch):
+    real = core.meta_gradient
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        mg = real(*args, **kwargs)
+        if calls["n"] == 2:  # the second iteration's gradient is NaN
+            mg.images = torch.full_like(mg.images, float("nan"))
+            mg.loss = float("nan")
+        return mg
+
+    monkeypatch.setattr(core, "meta_gradient", poisoned)
+    run = RunContext(buffer=digits_buffer, out_dir=tmp_path, quiet=True)
+    syn = distill("mtt", digits, ipc=1, overrides={"num_iterations": 3}, run=run)
+    assert syn.meta["divergences"] == 1
+    assert bool(torch.isfinite(syn.images).all()) and syn.lr > 0
+    events = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    div = [e for e in events if e.get("event") == "divergence"]
+    assert len(div) == 1 and div[0]["scalars"]["lr_img"] == pytest.approx(50.0)  # halved from the preset's 100
+
+
+def test_resume_after_interruption_equals_uninterrupted(digits, digits_buffer, tmp_path, monkeypatch):
+    over = {"num_iterations": 4}
+    ref = distill("mtt", digits, ipc=1, overrides=over, run=RunContext(buffer=digits_buffer, quiet=True))
+
+    real_step = core.TrajectoryMatcher.step
+
+    def dying(self, state, it, gen):
+        if it == 3:
+            raise KeyboardInterrupt  # a kill after the checkpoint at iteration 2
+        return real_step(self, state, it, gen)
+
+    run = RunContext(buffer=digits_buffer, out_dir=tmp_path, checkpoint_every=2, quiet=True)
+    monkeypatch.setattr(core.TrajectoryMatcher, "step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        distill("mtt", digits, ipc=1, overrides=over, run=run)
+    monkeypatch.setattr(core.TrajectoryMatcher, "step", real_step)
+    resumed = distill("mtt", digits, ipc=1, overrides=over, run=run)
+    assert resumed.meta["resumed_from"] == 2
+    torch.testing.assert_close(resumed.images, ref.images)
+    assert resumed.lr == pytest.approx(ref.lr)
+
+
+def test_lean_mode_matches_full_mode(digits, digits_buffer):
+    out = {}
+    for mode in ("full", "lean"):
+        m, cfg, gen, st = _state(digits, digits_buffer, {"unroll": mode, "syn_steps": 6})
+        stats = m.step(st, 0, gen)
+        out[mode] = (stats["loss"], st.tensors["images"].clone(), float(st.tensors["lr"]))
+    assert out["lean"][0] == pytest.approx(out["full"][0], rel=1e-5)
+    torch.testing.assert_close(out["lean"][1], out["full"][1], rtol=1e-3, atol=1e-4)
+    assert out["lean"][2] == pytest.approx(out["full"][2], rel=1e-5)
+
+
+def test_ast_options_run(digits, digits_buffer):
+    over = {
+        "num_iterations": 2,
+        "init": "representative",
+        "balanced_loss": True,
+        "intermediate_loss": "adaptive",
+        "weight_perturb": 1.0,
+        "student_momentum": 0.9,
+        "unroll": "lean",
+    }
+    syn = distill("mtt", digits, ipc=2, preset="digits-ipc1", overrides=over, run=RunContext(buffer=digits_buffer))
+    assert syn.images.shape == (20, 1, 8, 8) and bool(torch.isfinite(syn.images).all())
+    assert syn.labels.tolist() == sorted(syn.labels.tolist())
+
+
+def test_config_validation_and_presets():
+    m = get_method("mtt")
+    for name in m.presets:
+        cfg = m.resolve_config(name)
+        assert cfg.syn_steps >= 1
+    assert m.resolve_config("cifar10-ipc10").lr_img == 100.0
+    with pytest.raises(ConfigError, match="max_start_epoch"):
+        m.resolve_config(None, {"min_start_epoch": 5, "max_start_epoch": 5})
+    with pytest.raises(ConfigError, match="unroll"):
+        m.resolve_config(None, {"unroll": "tesla"})
+    with pytest.raises(ConfigError, match="lr_min"):
+        m.resolve_config(None, {"lr_min": 1.0})
+
+
+def test_needs_a_matching_buffer(digits, digits_buffer, tmp_path):
+    assert get_method("mtt").needs_buffer
+    with pytest.raises(ConfigError, match="buffer"):
+        distill("mtt", digits, ipc=1, overrides={"num_iterations": 1}, run=RunContext())
+    with pytest.raises(MismatchError, match="flat"):
+        distill("mtt", digits, ipc=1, overrides={"expert_kind": "flat"}, run=RunContext(buffer=digits_buffer))
+    with pytest.raises(ConfigError, match="snapshot"):
+        distill("mtt", digits, ipc=1, overrides={"max_start_epoch": 6}, run=RunContext(buffer=digits_buffer))

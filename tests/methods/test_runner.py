@@ -1,0 +1,321 @@
+"""The shared matcher runner: checkpoint/resume (also after a real SIGKILL), NaN rollback, monitoring, logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from condense.errors import DivergenceError, IntegrityError, MismatchError
+from condense.methods import RunContext, distill
+from condense.methods._init import make_synthetic
+from condense.methods._runner import (
+    CHECKPOINT_JSON,
+    CHECKPOINT_TENSORS,
+    LOG_NAME,
+    MAX_CONSECUTIVE_DIVERGENCES,
+    load_checkpoint,
+    run_matcher,
+)
+from condense.methods.base import Matcher, MatchState
+from condense.methods.dm import DM
+from condense.synthetic import SyntheticSet
+
+REPO = Path(__file__).resolve().parents[2]
+#: a DM config that runs in milliseconds per iteration on digits
+TINY_DM = {"num_iterations": 6, "batch_real": 8}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# A toy matcher: a random walk on the pixels, with switches that inject NaN
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToyConfig:
+    num_iterations: int = 6  # loop length
+    lr_img: float = 0.5  # step size of the walk
+    nan_image_at: int = -1  # iteration whose first attempt writes NaN into the images
+    nan_loss_at: int = -1  # iteration whose first attempt returns a NaN loss
+    nan_from: int = -1  # every attempt from this iteration on is NaN (persistent divergence)
+
+
+class Toy(Matcher):
+    name = "toy"
+    Config = ToyConfig
+
+    def init_state(self, data, cfg, ipc, gen, run):
+        images = torch.randn(data.num_classes * ipc, data.channels, *data.image_size, generator=gen)
+        labels = torch.arange(data.num_classes).repeat_interleave(ipc)
+        state = MatchState(tensors={"images": images, "labels": labels}, scalars={"lr_img": cfg.lr_img, "ipc": ipc})
+        self.restore_runtime(state, data, cfg, run)
+        return state
+
+    def restore_runtime(self, state, data, cfg, run):
+        state.runtime.update(data=data, cfg=cfg, fired=set())
+
+    def step(self, state, it, gen):
+        cfg, fired = state.runtime["cfg"], state.runtime["fired"]
+        x = state.tensors["images"]
+        x.add_(torch.randn(x.shape, generator=gen), alpha=float(state.scalars["lr_img"]))
+        loss = float(x.pow(2).mean())
+        if it == cfg.nan_image_at and "image" not in fired:
+            fired.add("image")
+            x[0, 0, 0, 0] = float("nan")
+        if it == cfg.nan_loss_at and "loss" not in fired:
+            fired.add("loss")
+            loss = float("nan")
+        if 0 <= cfg.nan_from <= it:
+            x.fill_(float("inf"))
+        return {"loss": loss}
+
+    def to_synthetic(self, state):
+        rt = state.runtime
+        return make_synthetic(
+            state.tensors["images"],
+            state.tensors["labels"],
+            rt["data"],
+            self.name,
+            int(state.scalars["ipc"]),
+            rt["cfg"],
+            meta={"lr_img": state.scalars["lr_img"]},
+        )
+
+
+def _toy(digits, cfg=None, run=None, seed=0):
+    return run_matcher(Toy(), digits, cfg or ToyConfig(), 1, torch.Generator().manual_seed(seed), run or RunContext())
+
+
+def _events(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / LOG_NAME).read_text().splitlines()]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# NaN rollback
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["nan_image_at", "nan_loss_at"])
+def test_non_finite_step_is_rolled_back_and_lr_halved(digits, tmp_path, field):
+    cfg = ToyConfig(**{field: 2})
+    syn = _toy(digits, cfg, RunContext(out_dir=tmp_path, quiet=True))
+    assert syn.meta["divergences"] == 1 and syn.meta["iterations"] == 6
+    assert syn.meta["lr_img"] == pytest.approx(0.25)
+    assert bool(torch.isfinite(syn.images).all())
+    div = [e for e in _events(tmp_path) if e.get("event") == "divergence"]
+    assert len(div) == 1 and div[0]["it"] == 2 and div[0]["scalars"]["lr_img"] == pytest.approx(0.25)
+    iters = [e["it"] for e in _events(tmp_path) if "stats" in e]
+    assert iters == list(range(6))  # the failed attempt is not logged as an iteration
+
+
+def test_rollback_restores_the_exact_state(digits):
+    """A rolled-back image tensor equals the pre-step tensor; the retry draws new numbers from the generator."""
+    m, cfg = Toy(), ToyConfig(nan_image_at=0)
+    gen = torch.Generator().manual_seed(0)
+    st = m.init_state(digits, cfg, 1, gen, RunContext())
+    x0 = st.tensors["images"].clone()
+    ref_gen = torch.Generator().manual_seed(0)
+    torch.randn(x0.shape, generator=ref_gen)  # init
+    first = torch.randn(x0.shape, generator=ref_gen)
+    second = torch.randn(x0.shape, generator=ref_gen)
+    syn = run_matcher(m, digits, ToyConfig(nan_image_at=0, num_iterations=1), 1, torch.Generator().manual_seed(0), RunContext(quiet=True))
+    assert not torch.equal(first, second)
+    torch.testing.assert_close(syn.images, x0 + 0.25 * second, rtol=0, atol=0)
+
+
+def test_persistent_divergence_raises_and_never_saves_non_finite(digits, tmp_path):
+    run = RunContext(out_dir=tmp_path, checkpoint_every=1, quiet=True)
+    with pytest.raises(DivergenceError, match="consecutive non-finite"):
+        _toy(digits, ToyConfig(nan_from=3), run)
+    record, tensors, _ = load_checkpoint(tmp_path)
+    assert record["iteration"] == 3
+    assert all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point())
+    div = [e for e in _events(tmp_path) if e.get("event") == "divergence"]
+    assert len(div) == MAX_CONSECUTIVE_DIVERGENCES
+    assert div[-1]["scalars"]["lr_img"] == pytest.approx(0.5 * 0.5**MAX_CONSECUTIVE_DIVERGENCES)
+
+
+def test_dm_recovers_from_nan_images(digits, monkeypatch):
+    real_step = DM.step
+    calls = {"n": 0}
+
+    def poisoned(self, state, it, gen):
+        stats = real_step(self, state, it, gen)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            state.tensors["images"][3] = float("nan")
+        return stats
+
+    monkeypatch.setattr(DM, "step", poisoned)
+    syn = distill("dm", digits, ipc=1, overrides=TINY_DM, run=RunContext(quiet=True))
+    assert syn.meta["divergences"] == 1 and bool(torch.isfinite(syn.images).all())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Checkpoint and resume
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_checkpoint_then_resume_equals_uninterrupted_dm(digits, tmp_path, monkeypatch):
+    ref = distill("dm", digits, ipc=2, overrides=TINY_DM, generator=torch.Generator().manual_seed(3))
+
+    real_step = DM.step
+
+    def interrupted(self, state, it, gen):
+        if it == 4:
+            raise _Interrupt
+        return real_step(self, state, it, gen)
+
+    run = RunContext(out_dir=tmp_path, checkpoint_every=3, quiet=True)
+    monkeypatch.setattr(DM, "step", interrupted)
+    with pytest.raises(_Interrupt):
+        distill("dm", digits, ipc=2, overrides=TINY_DM, generator=torch.Generator().manual_seed(3), run=run)
+    monkeypatch.setattr(DM, "step", real_step)
+    assert json.loads((tmp_path / CHECKPOINT_JSON).read_text())["iteration"] == 3
+    # the generator passed to the resumed run is irrelevant: its state comes from the checkpoint
+    syn = distill("dm", digits, ipc=2, overrides=TINY_DM, generator=torch.Generator().manual_seed(99), run=run)
+    assert syn.meta["resumed_from"] == 3 and syn.meta["iterations"] == 6
+    assert torch.equal(syn.images, ref.images) and torch.equal(syn.labels, ref.labels)
+    assert [e["from_iteration"] for e in _events(tmp_path) if e.get("event") == "resume"] == [3]
+
+
+def test_resume_of_a_finished_run_returns_it(digits, tmp_path):
+    run = RunContext(out_dir=tmp_path, checkpoint_every=4, quiet=True)
+    a = _toy(digits, run=run)
+    b = _toy(digits, run=run, seed=5)
+    assert b.meta["resumed_from"] == 6 and torch.equal(a.images, b.images)
+
+
+def test_resume_refuses_another_config(digits, tmp_path):
+    run = RunContext(out_dir=tmp_path, checkpoint_every=2, quiet=True)
+    _toy(digits, run=run)
+    with pytest.raises(MismatchError, match=r"config\.lr_img: checkpoint 0\.5, this run 0\.1"):
+        _toy(digits, ToyConfig(lr_img=0.1), run)
+    with pytest.raises(MismatchError, match="ipc"):
+        run_matcher(Toy(), digits, ToyConfig(), 2, torch.Generator(), run)
+    fresh = _toy(digits, ToyConfig(lr_img=0.1), RunContext(out_dir=tmp_path, resume=False, quiet=True))
+    assert fresh.meta["resumed_from"] is None
+
+
+def test_corrupt_checkpoint_is_refused(digits, tmp_path):
+    run = RunContext(out_dir=tmp_path, checkpoint_every=2, quiet=True)
+    _toy(digits, run=run)
+    path = tmp_path / CHECKPOINT_TENSORS
+    blob = bytearray(path.read_bytes())
+    blob[-3] ^= 0xFF  # a byte of tensor data
+    path.write_bytes(bytes(blob))
+    with pytest.raises(IntegrityError, match="checksum mismatch"):
+        _toy(digits, run=run)
+
+
+def test_kill_between_tensor_and_json_write_still_resumes(digits, tmp_path):
+    """The tensor file embeds its own record, so a stale checkpoint.json (kill mid-checkpoint) is survivable."""
+    run = RunContext(out_dir=tmp_path, checkpoint_every=2, quiet=True)
+    _toy(digits, ToyConfig(num_iterations=2), RunContext(out_dir=tmp_path / "a", checkpoint_every=2, quiet=True))
+    ref = _toy(digits, run=run)
+    # put back the sidecar of an older checkpoint of the same run next to the newest tensor file
+    old = json.loads((tmp_path / CHECKPOINT_JSON).read_text())
+    old.update(iteration=2, sha256="0" * 64)
+    (tmp_path / CHECKPOINT_JSON).write_text(json.dumps(old))
+    syn = _toy(digits, run=run)
+    assert syn.meta["resumed_from"] == 6 and torch.equal(syn.images, ref.images)
+
+
+def test_nothing_written_without_out_dir(digits, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _toy(digits, run=RunContext(checkpoint_every=1, quiet=True))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_log_and_monitoring_cadence(digits, tmp_path, monkeypatch):
+    import condense.eval
+
+    seen = []
+
+    def fake_evaluate(syn, data, *, models, seeds, epochs, device, quiet, seed):
+        assert isinstance(syn, SyntheticSet) and quiet
+        seen.append((tuple(models), seeds, epochs))
+        return {"accuracy": {m: {"mean": 0.5, "std": 0.0, "runs": [0.5]} for m in models}}
+
+    monkeypatch.setattr(condense.eval, "evaluate", fake_evaluate)
+    run = RunContext(out_dir=tmp_path, eval_every=2, eval_epochs=7, eval_seeds=2, quiet=True)
+    syn = _toy(digits, run=run)
+    assert seen == [(("convnet",), 2, 7)] * 3  # Toy has no model field: convnet
+    ev = _events(tmp_path)
+    assert [e["it"] for e in ev if e.get("event") == "eval"] == [2, 4, 6]
+    assert ev[0]["event"] == "start" and ev[-1]["event"] == "end"
+    assert all(set(e) == {"it", "stats", "seconds"} for e in ev if "stats" in e)
+    assert syn.meta["iterations"] == 6 and syn.meta["seconds"] > 0
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# A real kill
+# ----------------------------------------------------------------------------------------------------------------------
+
+_CHILD = """
+import time, torch
+torch.set_num_threads(1)
+from condense.data import load_dataset
+from condense.methods import RunContext, distill
+from condense.methods.dm import DM
+
+real_step = DM.step
+
+def slow_step(self, state, it, gen):  # slow enough that the parent kills it mid-run
+    time.sleep(0.05)
+    return real_step(self, state, it, gen)
+
+DM.step = slow_step
+run = RunContext(out_dir={out!r}, checkpoint_every=5, quiet=True)
+distill("dm", load_dataset("digits"), ipc=1, overrides={over!r}, generator=torch.Generator().manual_seed(0), run=run)
+"""
+
+
+def test_resume_after_sigkill(digits, tmp_path):
+    over = {"num_iterations": 60, "batch_real": 8}
+    code = textwrap.dedent(_CHILD.format(out=str(tmp_path), over=over))
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        while not (tmp_path / CHECKPOINT_JSON).exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no checkpoint after 120 s"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = json.loads((tmp_path / CHECKPOINT_JSON).read_text())["iteration"]
+    assert 5 <= killed_at < 60
+
+    run = RunContext(out_dir=tmp_path, checkpoint_every=5, quiet=True)
+    syn = distill("dm", digits, ipc=1, overrides=over, generator=torch.Generator().manual_seed(0), run=run)
+    assert syn.meta["iterations"] == 60 and syn.meta["resumed_from"] >= killed_at
+    assert syn.images.shape == (10, 1, 8, 8) and bool(torch.isfinite(syn.images).all())
+    path = syn.save(tmp_path / "dm.safetensors")
+    assert torch.equal(SyntheticSet.load(path).images, syn.images)
+    ref = distill("dm", digits, ipc=1, overrides=over, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(syn.images, ref.images)  # killed + resumed == uninterrupted
