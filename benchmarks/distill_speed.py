@@ -4,9 +4,10 @@ One iteration is one ``Matcher.step`` of MTT (or FTD/DATM with ``--method``): sa
 steps, backprop to the images/lr (``--mode full``) or recompute step by step (``--mode lean``, constant activation
 memory), update. Warm-up iterations run first and are not timed; each timed iteration is synchronized (CUDA) and the
 median and interquartile range are reported. Peak memory is ``torch.cuda.max_memory_allocated`` reset before each
-mode on CUDA; on the CPU it is the peak RSS of a fresh process per mode (it includes the interpreter, torch and the
-dataset: compare the modes' difference, not absolute values). Accuracy: after ``--iterations`` iterations the
-synthetic set is scored with the shared protocol (``--eval-epochs``, ``--eval-seeds``); it is left out of the timings.
+mode on CUDA (the state, buffer snapshots and data included); on the CPU it is the peak resident memory above the
+level after the warm-up (freed heap returned to the OS first; sampled every 2 ms; one fresh process per mode), i.e.
+what the distillation itself adds. Accuracy: after ``--iterations`` iterations the synthetic set is scored with the
+shared protocol (``--eval-epochs``, ``--eval-seeds``); it is left out of the timings.
 
 The reference the issue compares with is the authors' ``distill.py`` on CIFAR-10 ConvNetD3 with ZCA:
 ``python distill.py --dataset=CIFAR10 --ipc=10 --syn_steps=30 --expert_epochs=2 --max_start_epoch=20 --zca
@@ -17,8 +18,8 @@ Usage:
     python benchmarks/distill_speed.py --device cuda --dataset cifar10 --data-root ../shared/data/cifar10 --ipc 10 \
         --syn-steps 30 --mode full,lean --iterations 300 --buffer buffers/cifar10_zca_convnet
 
-Without ``--buffer`` a small buffer is recorded in a temporary folder first (digits: the test-suite settings; CIFAR-10:
-2 experts x (max_start_epoch + expert_epochs) epochs, MTT's expert settings), and not timed.
+When ``--buffer`` is absent (or names a folder without a buffer) a small buffer is recorded first, untimed (digits:
+the test-suite settings; CIFAR-10: 2 experts x (max_start_epoch + expert_epochs) epochs, MTT's expert settings).
 
 The last stdout line is one JSON object:
     {"benchmark": "distill_speed", "metadata": {...}, "config": {...},
@@ -28,12 +29,15 @@ The last stdout line is one JSON object:
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import os
 import platform
 import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -87,11 +91,43 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _peak_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+def _rss_mb() -> float:
+    """Current resident set size (Linux /proc; the peak RSS elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+        return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+class _CpuPeak:
+    """Peak RSS above a baseline, sampled every 2 ms by a thread (CPU has no allocator statistics).
+
+    Freed heap is handed back to the OS first (glibc ``malloc_trim``), so dataset loading and ZCA fitting do not
+    leave a free pool that would hide the distillation's own allocations.
+    """
+
+    def __init__(self) -> None:
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except OSError:
+            pass
+        self.base = _rss_mb()
+        self.peak = self.base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_mb())
+            time.sleep(0.002)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak, _rss_mb()) - self.base
 
 
 def _record_buffer(args, data, cfg, out: Path, device: torch.device) -> Path:
@@ -128,13 +164,14 @@ def _case(args, data, buffer: Path, mode: str, device: torch.device, log) -> dic
     _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    cpu_peak = _CpuPeak() if device.type == "cpu" else None
     times = []
     for it in range(args.warmup, args.warmup + args.iterations):
         t0 = time.perf_counter()
         method.step(state, it, gen)
         _sync(device)
         times.append((time.perf_counter() - t0) * 1000)
-    peak = _peak_mb(device)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if cpu_peak is None else cpu_peak.stop()
     q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
     acc = None
     if args.eval_epochs > 0:
@@ -185,7 +222,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--ipc", type=int, default=1)
     p.add_argument("--syn-steps", type=int, default=None, help="N (default: the preset's)")
     p.add_argument("--mode", default="full,lean", help="comma list of unroll modes: full, lean")
-    p.add_argument("--buffer", default=None, help="expert buffer (default: record a small one first)")
+    p.add_argument(
+        "--buffer", default=None, help="expert buffer; recorded there first when absent (default: a temp one)"
+    )
     p.add_argument("--experts", type=int, default=2, help="experts of the recorded buffer")
     p.add_argument("--iterations", type=int, default=20, help="timed iterations (also the training before eval)")
     p.add_argument("--warmup", type=int, default=3)
@@ -225,12 +264,11 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = method.resolve_config(method.default_preset(data.name, args.ipc))
     modes = [m.strip() for m in args.mode.split(",") if m.strip()]
     with tempfile.TemporaryDirectory() as tmp:
-        if args.buffer is None:
+        buffer = Path(tmp) / "buffer" if args.buffer is None else Path(args.buffer)
+        if not (buffer / "manifest.json").is_file():
             t0 = time.perf_counter()
-            buffer = _record_buffer(args, data, cfg, Path(tmp) / "buffer", device)
-            log(f"recorded a buffer in {time.perf_counter() - t0:.1f} s")
-        else:
-            buffer = Path(args.buffer)
+            _record_buffer(args, data, cfg, buffer, device)
+            log(f"recorded a buffer into {buffer} in {time.perf_counter() - t0:.1f} s")
         if device.type == "cpu" and len(modes) > 1:
             # peak RSS is per process and never falls: measure each mode in a fresh process on the same buffer
             results = [_subprocess_case(argv, args, buffer, mode, log) for mode in modes]

@@ -70,12 +70,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--eval-epochs", type=int, default=300)
     p.add_argument("--no-accuracy", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads on the CPU")
-    p.add_argument("--quick", action="store_true", help="5 timed iterations, a 20-iteration run, 50 eval epochs")
+    p.add_argument(
+        "--quick", action="store_true", help="5 timed iterations, a 20-iteration run, 50 eval epochs, 1 CPU thread"
+    )
     p.add_argument("--json", action="store_true", help="(always on) the last stdout line is the JSON result")
     args = p.parse_args(argv)
     if args.quick:
         args.repeats, args.warmup, args.eval_epochs = 5, 1, 50
         args.iterations = args.iterations or 20
+        args.threads = args.threads or 1  # a smoke test: robust to a shared CPU, where threads oversubscribe
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -123,8 +126,13 @@ def main(argv: list[str] | None = None) -> dict:
             seconds = time.perf_counter() - t0
             row = evaluate(syn, data, models=["convnet"], seeds=1, epochs=args.eval_epochs, device=device, seed=0)
             rnd = evaluate(
-                distill("random_real", data, ipc), data, models=["convnet"], seeds=1, epochs=args.eval_epochs,
-                device=device, seed=0,
+                distill("random_real", data, ipc),
+                data,
+                models=["convnet"],
+                seeds=1,
+                epochs=args.eval_epochs,
+                device=device,
+                seed=0,
             )
             for r in results:
                 if r["case"] == f"{data.name}-ipc{ipc}" and r["mode"] == "vectorized":
@@ -139,8 +147,13 @@ def main(argv: list[str] | None = None) -> dict:
         by_case.setdefault(r["case"], {})[r["mode"]] = r["median_ms"]
     for case, modes in by_case.items():
         if "vectorized" in modes and "per_class" in modes:
-            results.append({"case": case, "mode": "speedup_vectorized_over_per_class",
-                            "value": round(modes["per_class"] / modes["vectorized"], 3)})
+            results.append(
+                {
+                    "case": case,
+                    "mode": "speedup_vectorized_over_per_class",
+                    "value": round(modes["per_class"] / modes["vectorized"], 3),
+                }
+            )
     config = {
         "dataset": args.dataset,
         "ipc": args.ipc,

@@ -8,3 +8,4 @@ from condense.methods.base import METHODS, Matcher, MatchState, Method, RunConte
 __all__ = ["METHODS", "Method", "Matcher", "MatchState", "RunContext", "distill", "get_method", "list_methods"]
 from condense.methods import dc, dm  # noqa: F401, E402
 from condense.methods import datm, ftd, mtt  # noqa: F401, E402
+from condense.methods import herding_graphs, mirage, random_graphs  # noqa: F401,E402  (graph methods)

@@ -155,7 +155,11 @@ def siamese_augment(
     if aug.is_identity:
         return real, syn
     k = real.shape[0]
-    draws = [aug.sample(real[c], generator=generator, shared=True) for c in range(k)]
+    # draw against a one-image probe on the generator's device: sample() reads only shape and device, and the
+    # per-class draws then stay on the CPU until one transfer per parameter and group in _apply_bucket
+    probe_device = real.device if generator.device.type != "cpu" else torch.device("cpu")
+    probe = torch.empty((1, *real.shape[2:]), device=probe_device)
+    draws = [aug.sample(probe, generator=generator, shared=True) for _ in range(k)]
     if aug.mode == "S":
         buckets: dict[int, list[int]] = {}
         for c, d in enumerate(draws):
@@ -187,7 +191,7 @@ def _apply_bucket(aug: Any, x: torch.Tensor, draws: list[dict[str, torch.Tensor]
             params[key] = v
         else:
             stacked = torch.cat([draws[c][key] for c in classes]) if len(classes) > 1 else v
-            params[key] = stacked.repeat_interleave(per, dim=0)
+            params[key] = stacked.to(x.device).repeat_interleave(per, dim=0)
     return aug(x.reshape(-1, *x.shape[2:]), params=params).reshape(x.shape)
 
 

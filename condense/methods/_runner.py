@@ -80,24 +80,27 @@ _GEN_KEY = "generator"
 
 
 def _identity(matcher: Matcher, data: Any, cfg: Any, ipc: int) -> dict[str, Any]:
+    prep = data.preprocessing() if hasattr(data, "preprocessing") else {}
     return {
         "method": matcher.name,
         "config": config_to_dict(cfg),
         "dataset": getattr(data, "name", ""),
         "fingerprint": getattr(data, "fingerprint", ""),
+        "preprocessing": json.loads(json.dumps(prep)),
         "ipc": int(ipc),
     }
 
 
 def _differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     out = []
-    for key in ("method", "dataset", "fingerprint", "ipc"):
+    for key in ("method", "dataset", "fingerprint", "preprocessing", "ipc"):
         if saved.get(key) != current[key]:
             out.append(f"{key}: checkpoint {saved.get(key)!r}, this run {current[key]!r}")
     old_cfg, new_cfg = saved.get("config") or {}, current["config"]
     for key in sorted(set(old_cfg) | set(new_cfg)):
-        if old_cfg.get(key, "<absent>") != new_cfg.get(key, "<absent>"):
-            out.append(f"config.{key}: checkpoint {old_cfg.get(key, '<absent>')!r}, this run {new_cfg.get(key, '<absent>')!r}")
+        old, new = old_cfg.get(key, "<absent>"), new_cfg.get(key, "<absent>")
+        if old != new:
+            out.append(f"config.{key}: checkpoint {old!r}, this run {new!r}")
     return out
 
 
@@ -287,7 +290,8 @@ def _non_finite(stats: dict[str, Any], state: MatchState) -> list[str]:
     bad += [f"scalars.{k}" for k, v in state.scalars.items() if isinstance(v, float) and not math.isfinite(v)]
     names = [k for k, t in state.tensors.items() if t.is_floating_point() and t.numel()]
     if names:
-        flags = torch.stack([torch.isfinite(state.tensors[k].detach()).all().cpu() for k in names])
+        dev = state.tensors[names[0]].device
+        flags = torch.stack([torch.isfinite(state.tensors[k].detach()).all().to(dev) for k in names]).cpu()
         if not bool(flags.all()):
             bad += [f"tensors.{k}" for k, ok in zip(names, flags.tolist()) if not ok]
     return bad
@@ -305,7 +309,15 @@ class _JsonlLog:
         self._f = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # a run killed mid-line leaves a partial last line: start the resumed run's lines on a fresh one
+            torn = False
+            if path.is_file() and path.stat().st_size > 0:
+                with open(path, "rb") as f:
+                    f.seek(-1, 2)
+                    torn = f.read(1) != b"\n"
             self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115  (closed in close())
+            if torn:
+                self._f.write("\n")
 
     def write(self, obj: dict[str, Any]) -> None:
         if self._f is not None:
@@ -381,6 +393,11 @@ def run_matcher(matcher: Matcher, data: Any, cfg: Any, ipc: int, gen: torch.Gene
             raise MismatchError(
                 f"the checkpoint in '{out_dir}' belongs to another run ({'; '.join(diffs)}); "
                 "use another --out folder, or delete the checkpoint to start afresh"
+            )
+        if record.get("generator_device", "cpu") != gen.device.type:
+            raise MismatchError(
+                f"the checkpoint in '{out_dir}' saved a {record.get('generator_device')} generator, this run passes a "
+                f"{gen.device.type} one; pass a generator on {record.get('generator_device')} to resume"
             )
         state = _restore_from_checkpoint(record, tensors, device)
         gen.set_state(gen_state)

@@ -196,6 +196,8 @@ def _check(mode: str, plan: Sequence[StepPlan], matches: Sequence[MatchTarget], 
         raise ValueError(f"unroll mode must be one of {', '.join(MODES)}, got {mode!r}")
     if not plan:
         raise ValueError("the student unroll needs at least one step, got an empty plan")
+    if not matches:
+        raise ValueError("the matching loss needs at least one MatchTarget, got none")
     n = len(plan)
     for m in matches:
         if not 1 <= m.step <= n:
@@ -275,7 +277,7 @@ def _full(
         by_step.setdefault(m.step, []).append(m)
     theta, buf = theta0, None
     loss = theta0.new_zeros(())
-    final = float("nan")
+    final = None
     with torch.enable_grad():
         for i, p in enumerate(plan, start=1):
             g = grad_fn(theta, x[p.idx], y[p.idx], p.aug_params)
@@ -284,14 +286,14 @@ def _full(
             for m in by_step.get(i, ()):
                 d = parameter_distance(theta, m.target, theta0)
                 loss = loss + m.weight * d
-                final = float(d.detach())
+                final = d.detach()  # read once at the end: no host sync inside the unroll
         inputs = [x, alpha] + ([y] if labels_grad else [])
         grads = torch.autograd.grad(loss, inputs, allow_unused=True)
     gx = grads[0] if grads[0] is not None else torch.zeros_like(x)
     gy = None
     if labels_grad:
         gy = grads[2] if grads[2] is not None else torch.zeros_like(y)
-    return MetaGrad(float(loss.detach()), gx.detach(), grads[1].detach(), gy, final)
+    return MetaGrad(float(loss.detach()), gx.detach(), grads[1].detach(), gy, float(final))
 
 
 @torch.no_grad()

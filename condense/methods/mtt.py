@@ -93,10 +93,8 @@ PRESETS: dict[str, dict] = {
     "tinyimagenet-ipc50": dict(
         syn_steps=20, expert_epochs=2, max_start_epoch=40, lr_img=10000.0, lr_lr=1e-4, lr_teacher=0.01, batch_syn=300
     ),
-    # digits (8x8, 10 classes): tuned here for CPU minutes; see the module docstring of tests/methods/conftest.py for
-    # the buffer (DIGITS_BUFFER there).
-    # digits (8x8, 10 classes): tuned here for CPU minutes on a convnetd2 (width 32) buffer recorded with lr 0.05,
-    # batch 64, 6 epochs (see DIGITS_BUFFER in tests/methods/conftest.py); not from a paper.
+    # digits (8x8, 10 classes): tuned here for CPU minutes on the buffer of ``TrajectoryMatcher.demo_buffer``
+    # (convnetd2 width 32, SGD lr 0.05, batch 64, 6 epochs; tests/methods/conftest.py records the same); not a paper.
     "digits-ipc1": dict(
         num_iterations=60,
         syn_steps=20,

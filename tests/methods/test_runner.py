@@ -135,7 +135,14 @@ def test_rollback_restores_the_exact_state(digits):
     torch.randn(x0.shape, generator=ref_gen)  # init
     first = torch.randn(x0.shape, generator=ref_gen)
     second = torch.randn(x0.shape, generator=ref_gen)
-    syn = run_matcher(m, digits, ToyConfig(nan_image_at=0, num_iterations=1), 1, torch.Generator().manual_seed(0), RunContext(quiet=True))
+    syn = run_matcher(
+        m,
+        digits,
+        ToyConfig(nan_image_at=0, num_iterations=1),
+        1,
+        torch.Generator().manual_seed(0),
+        RunContext(quiet=True),
+    )
     assert not torch.equal(first, second)
     torch.testing.assert_close(syn.images, x0 + 0.25 * second, rtol=0, atol=0)
 
@@ -319,3 +326,15 @@ def test_resume_after_sigkill(digits, tmp_path):
     assert torch.equal(SyntheticSet.load(path).images, syn.images)
     ref = distill("dm", digits, ipc=1, overrides=over, generator=torch.Generator().manual_seed(0))
     assert torch.equal(syn.images, ref.images)  # killed + resumed == uninterrupted
+
+
+def test_a_torn_log_line_does_not_swallow_the_resume_event(digits, tmp_path):
+    run = RunContext(out_dir=tmp_path, checkpoint_every=2, quiet=True)
+    _toy(digits, run=run)
+    with open(tmp_path / LOG_NAME, "a") as f:
+        f.write('{"it": 6, "sta')  # killed mid-write
+    _toy(digits, run=run)
+    lines = (tmp_path / LOG_NAME).read_text().splitlines()
+    torn = lines.index('{"it": 6, "sta')
+    after = [json.loads(line) for line in lines[torn + 1 :]]
+    assert after[0] == {"event": "resume", "from_iteration": 6} and after[-1]["event"] == "end"
