@@ -405,22 +405,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     m = get_method(method)
     buffer = None
     if getattr(m, "needs_buffer", False):
-        from condense.expert_trajectories import record_experts
+        from condense.expert_trajectories import get_expert_config, record_experts
 
+        # The method's demo buffer: the settings its digits presets were tuned on.
         demo = dict(getattr(m, "demo_buffer", {}))
         kind = demo.get("kind", "vanilla")
+        model = demo.get("model", "convnet")
         experts = args.experts or demo.get("experts", 5)
         epochs = args.expert_epochs or demo.get("epochs", 15)
-        buffer = out / f"{data.name}_{demo.get('model', 'convnet')}_{kind}_buffer"
+        buffer = out / f"{data.name}_{model}_{kind}_buffer"
         if not args.quiet:
-            print(f"[1/3] recording {experts} {kind} experts x {epochs} epochs into {buffer}")
+            print(f"[1/3] recording {experts} {kind} experts ({model}) x {epochs} epochs into {buffer}")
         record_experts(
             data,
-            demo.get("model", "convnet"),
+            model,
             experts,
             epochs,
             buffer,
             kind=kind,
+            config=get_expert_config(kind, **demo.get("config", {})),
+            model_kwargs=demo.get("model_kwargs"),
             seed=args.seed,
             device=device,
             quiet=args.quiet,

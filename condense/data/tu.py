@@ -490,7 +490,7 @@ def load_tu(name: str, root: str | Path | None = None, *, seed: int = 0, split: 
 
     Example:
         >>> data = load_tu("MUTAG", "../shared/data/tu")  # doctest: +SKIP
-        >>> data.num_graphs, data.classes
+        >>> data.num_graphs, data.classes  # doctest: +SKIP
         (188, ['-1', '1'])
     """
     folder = _tu_folder(name, root)

@@ -27,6 +27,17 @@ AST options (Shen, Yang and Lam, arXiv:2310.10541), switches of every trajectory
 - ``weight_perturb``: theta_0 <- theta_0 + a * (d / ||d||_F) * theta_0 on conv weights, d ~ N(0, I);
 - ``init="representative"``: per class, k-means (k = ipc) on an expert's logits, the real image nearest each
   centroid (AST's code takes int(ipc / 10) images per each of 10 centroids, i.e. none below IPC 10).
+
+With ``weight_perturb`` the perturbed theta_0 is both the student's start and the normalizer's ``theta*_t``.
+
+References:
+    Cazenavette et al., "Dataset Distillation by Matching Training Trajectories", CVPR 2022, arXiv:2203.11932.
+    Du et al., "Minimizing the Accumulated Trajectory Error to Improve Dataset Distillation", CVPR 2023,
+    arXiv:2211.11004.
+    Guo et al., "Towards Lossless Dataset Distillation via Difficulty-Aligned Trajectory Matching", ICLR 2024,
+    arXiv:2310.05773.
+    Shen, Yang and Lam, "AST: Effective Dataset Distillation through Alignment with Smooth and High-Quality Expert
+    Trajectories", arXiv:2310.10541 (code: shenjiyuan123/AST-Alignment-with-Smooth-Expert).
 """
 
 from __future__ import annotations

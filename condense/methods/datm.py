@@ -100,7 +100,7 @@ class DATM(TrajectoryMatcher):
         return cfg.lr_y, cfg.momentum_y
 
     @torch.no_grad()
-    def init_labels(self, state: MatchState, cfg: DATMConfig, hard: torch.Tensor, gen: torch.Generator):
+    def init_labels(self, state: MatchState, cfg: DATMConfig, hard: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Soft logit labels: the mean final-checkpoint logits of the experts that classify each image correctly
         (``init="correct"``), or one expert's logits otherwise (DATM with ``pix_init: real``)."""
         if not cfg.soft_labels:

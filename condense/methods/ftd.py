@@ -23,12 +23,13 @@ raw and EMA images); the GSAM settings belong to the buffer, not to this config.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from condense.errors import ConfigError
 from condense.methods._trajectory import TrajectoryConfig, TrajectoryMatcher
-from condense.methods.base import MatchState, register_method
+from condense.methods.base import MatchState, RunContext, register_method
 
 __all__ = ["FTD", "FTDConfig", "PRESETS"]
 
@@ -53,7 +54,7 @@ class FTD(TrajectoryMatcher):
     Config = FTDConfig
     demo_buffer = {**TrajectoryMatcher.demo_buffer, "kind": "flat"}
 
-    def init_state(self, data, cfg, ipc, gen, run) -> MatchState:
+    def init_state(self, data: Any, cfg: FTDConfig, ipc: int, gen: torch.Generator, run: RunContext) -> MatchState:
         state = super().init_state(data, cfg, ipc, gen, run)
         state.tensors["ema_images"] = state.tensors["images"].detach().clone()
         return state

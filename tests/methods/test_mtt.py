@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -142,3 +149,49 @@ def test_needs_a_matching_buffer(digits, digits_buffer, tmp_path):
         distill("mtt", digits, ipc=1, overrides={"expert_kind": "flat"}, run=RunContext(buffer=digits_buffer))
     with pytest.raises(ConfigError, match="snapshot"):
         distill("mtt", digits, ipc=1, overrides={"max_start_epoch": 6}, run=RunContext(buffer=digits_buffer))
+
+
+_CHILD = """
+import time, torch
+torch.set_num_threads(1)
+from condense.data import load_dataset
+from condense.methods import RunContext, distill
+from condense.methods._trajectory import TrajectoryMatcher
+
+real_step = TrajectoryMatcher.step
+
+def slow_step(self, state, it, gen):  # slow enough that the parent kills it mid-run
+    time.sleep(0.05)
+    return real_step(self, state, it, gen)
+
+TrajectoryMatcher.step = slow_step
+run = RunContext(out_dir={out!r}, buffer={buf!r}, checkpoint_every=3, quiet=True)
+distill("mtt", load_dataset("digits"), ipc=1, overrides={over!r}, run=run)
+"""
+
+
+def test_resume_after_sigkill(digits, digits_buffer, tmp_path):
+    over = {"num_iterations": 30, "syn_steps": 5}
+    out = tmp_path / "run"
+    code = textwrap.dedent(_CHILD.format(out=str(out), buf=str(digits_buffer), over=over))
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        while not (out / "checkpoint.json").exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no checkpoint after 120 s"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = json.loads((out / "checkpoint.json").read_text())["iteration"]
+    assert 3 <= killed_at < 30
+    run = RunContext(out_dir=out, buffer=digits_buffer, checkpoint_every=3, quiet=True)
+    syn = distill("mtt", digits, ipc=1, overrides=over, run=run)
+    assert syn.meta["resumed_from"] >= killed_at and bool(torch.isfinite(syn.images).all()) and syn.lr > 0
+    ref = distill("mtt", digits, ipc=1, overrides=over, run=RunContext(buffer=digits_buffer, quiet=True))
+    torch.testing.assert_close(syn.images, ref.images, rtol=1e-6, atol=1e-6)  # killed + resumed == uninterrupted

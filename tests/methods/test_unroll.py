@@ -35,10 +35,11 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-300))
 
 
+@pytest.mark.parametrize("engine", ["autograd", "func"])
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 @pytest.mark.parametrize("soft", [False, True])
 @pytest.mark.parametrize("intermediate", [False, True])
-def test_lean_equals_full_unroll(momentum, soft, intermediate):
+def test_lean_equals_full_unroll(momentum, soft, intermediate, engine):
     net, layout, theta0, images, target, mid, g = _tiny()
     aug = get_augment("dsa_noflip")
     labels = torch.randn(6, 3, generator=g, dtype=torch.float64) if soft else torch.tensor([0, 1, 2, 0, 1, 2])
@@ -52,7 +53,10 @@ def test_lean_equals_full_unroll(momentum, soft, intermediate):
     lr = torch.tensor(0.1, dtype=torch.float64)
     kw = dict(augment=aug, momentum=momentum, labels_grad=soft, loss_scale=1.3)
     full = meta_gradient(net, layout, theta0, images, labels, lr, plan, matches, mode="full", **kw)
-    lean = meta_gradient(net, layout, theta0, images, labels, lr, plan, matches, mode="lean", **kw)
+    lean = meta_gradient(net, layout, theta0, images, labels, lr, plan, matches, mode="lean", engine=engine, **kw)
+    if engine == "func":  # the torch.func engine computes the same full unroll
+        full_func = meta_gradient(net, layout, theta0, images, labels, lr, plan, matches, engine="func", **kw)
+        assert _rel(full_func.images, full.images) < 1e-10
     assert full.images.abs().sum() > 0
     assert lean.loss == pytest.approx(full.loss, rel=1e-10)
     assert _rel(lean.images, full.images) < 1e-4
@@ -101,5 +105,7 @@ def test_bad_arguments_raise():
     plan = [StepPlan(torch.arange(6))]
     with pytest.raises(ValueError, match="mode"):
         meta_gradient(net, layout, theta0, images, labels, lr, plan, [MatchTarget(1, target)], mode="tesla")
+    with pytest.raises(ValueError, match="engine"):
+        meta_gradient(net, layout, theta0, images, labels, lr, plan, [MatchTarget(1, target)], engine="jax")
     with pytest.raises(ValueError, match="match step"):
         meta_gradient(net, layout, theta0, images, labels, lr, plan, [MatchTarget(3, target)])
