@@ -2,7 +2,7 @@
 
 Every ``benchmarks/<area>_speed.py`` prints, as its last stdout line, one JSON object::
 
-    {"benchmark": name, "metadata": {"commit", "date", "torch", "condense", "device", "cuda"},
+    {"benchmark": name, "metadata": {"commit", "date", "torch", "condense", "device", "cuda", "python", "cpu_threads"},
      "config": {...}, "results": [{..., "median_ms", "iqr_ms", "peak_mem_mb", "accuracy"}]}
 
 Timing: :func:`time_ms` runs warm-up calls first, then synchronizes the device around each timed call (CUDA events
@@ -38,6 +38,9 @@ __all__ = [
     "synchronize",
     "reset_peak_memory",
     "peak_memory_mb",
+    "rss_mb",
+    "take_subset",
+    "stderr_logger",
     "time_ms",
     "summarize_ms",
     "print_result",
@@ -88,7 +91,7 @@ def device_name(device: torch.device | str) -> str:
 
 
 def metadata(device: torch.device | str = "cpu") -> dict[str, Any]:
-    """``{"commit", "date", "torch", "condense", "device", "cuda"}`` of this run."""
+    """``{"commit", "date", "torch", "condense", "device", "cuda", "python", "cpu_threads"}`` of this run."""
     import condense
 
     return {
@@ -98,6 +101,8 @@ def metadata(device: torch.device | str = "cpu") -> dict[str, Any]:
         "condense": condense.__version__,
         "device": device_name(device),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "cpu_threads": torch.get_num_threads(),
     }
 
 
@@ -122,19 +127,54 @@ def reset_peak_memory(device: torch.device | str) -> None:
         pass
 
 
+def _proc_status_mb(field: str) -> float | None:
+    """A ``/proc/self/status`` memory field (``VmHWM``, ``VmRSS``) in MB; None where there is no such file."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _max_rss_mb() -> float:
+    """The process's peak resident set since it started (``ru_maxrss``)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS
+    return rss / (2**20 if sys.platform == "darwin" else 1024)
+
+
 def peak_memory_mb(device: torch.device | str) -> float:
     """Peak memory in MB since :func:`reset_peak_memory` (see the module docstring for what the CPU figure is)."""
     device = torch.device(device)
     if device.type == "cuda":
         return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS
-    return round(rss / (2**20 if sys.platform == "darwin" else 1024), 1)
+    hwm = _proc_status_mb("VmHWM")
+    return round(hwm if hwm is not None else _max_rss_mb(), 1)
+
+
+def rss_mb() -> float:
+    """The process's current resident set in MB (Linux ``VmRSS``; elsewhere the peak since start), unrounded."""
+    rss = _proc_status_mb("VmRSS")
+    return rss if rss is not None else _max_rss_mb()
+
+
+def take_subset(data: Any, n: int) -> Any:
+    """Keep ``n`` training images of ``data`` (in place): a fixed, class-mixed prefix of a seeded permutation.
+
+    The same subset every run, so CPU timings do not depend on the real set's size; the fingerprint says so.
+    """
+    perm = torch.randperm(data.x_train.shape[0], generator=torch.Generator().manual_seed(0))[:n]
+    data.x_train, data.y_train = data.x_train[perm].contiguous(), data.y_train[perm].contiguous()
+    data.fingerprint = f"{data.fingerprint}-subset{n}"
+    return data
+
+
+def stderr_logger(quiet: bool) -> Callable[..., None]:
+    """``print`` to stderr (stdout stays for the JSON line), or a no-op when ``quiet``."""
+    if quiet:
+        return lambda *a: None
+    return lambda *a: print(*a, file=sys.stderr, flush=True)
 
 
 def time_ms(fn: Callable[[], Any], device: torch.device | str, repeats: int, warmup: int = 1) -> list[float]:

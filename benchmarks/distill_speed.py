@@ -31,74 +31,29 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import os
-import platform
-import resource
-import statistics
 import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    peak_memory_mb,
+    print_result,
+    reset_peak_memory,
+    rss_mb,
+    stderr_logger,
+    summarize_ms,
+    take_subset,
+    time_ms,
+)
 
 #: digits buffer of the test suite (tests/methods/conftest.py), the one the digits presets were tuned with
 DIGITS_BUFFER = dict(model="convnetd2", model_kwargs={"width": 32}, epochs=6, lr_teacher=0.05, batch_size=64)
-
-
-def _commit() -> str | None:
-    """The checked-out commit, read from .git without running git."""
-    head = REPO / ".git" / "HEAD"
-    try:
-        ref = head.read_text().strip()
-        if not ref.startswith("ref: "):
-            return ref[:12]
-        path = REPO / ".git" / ref[5:]
-        if path.is_file():
-            return path.read_text().strip()[:12]
-        for line in (REPO / ".git" / "packed-refs").read_text().splitlines():
-            if line.endswith(ref[5:]):
-                return line.split()[0][:12]
-    except OSError:
-        return None
-    return None
-
-
-def _metadata(device: torch.device) -> dict:
-    import condense
-
-    return {
-        "commit": _commit(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "condense": condense.__version__,
-        "python": platform.python_version(),
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or None,
-        "cuda": torch.version.cuda if device.type == "cuda" else None,
-        "cpu_threads": torch.get_num_threads(),
-    }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _rss_mb() -> float:
-    """Current resident set size (Linux /proc; the peak RSS elsewhere)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError):
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-        return rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 class _CpuPeak:
@@ -113,7 +68,7 @@ class _CpuPeak:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except OSError:
             pass
-        self.base = _rss_mb()
+        self.base = rss_mb()
         self.peak = self.base
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -121,13 +76,13 @@ class _CpuPeak:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, _rss_mb())
+            self.peak = max(self.peak, rss_mb())
             time.sleep(0.002)
 
     def stop(self) -> float:
         self._stop.set()
         self._thread.join()
-        return max(self.peak, _rss_mb()) - self.base
+        return max(self.peak, rss_mb()) - self.base
 
 
 def _record_buffer(args, data, cfg, out: Path, device: torch.device) -> Path:
@@ -161,18 +116,11 @@ def _case(args, data, buffer: Path, mode: str, device: torch.device, log) -> dic
     state = method.init_state(data, cfg, args.ipc, gen, RunContext(device=device, buffer=buffer, quiet=True))
     for it in range(args.warmup):
         method.step(state, it, gen)
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)
     cpu_peak = _CpuPeak() if device.type == "cpu" else None
-    times = []
-    for it in range(args.warmup, args.warmup + args.iterations):
-        t0 = time.perf_counter()
-        method.step(state, it, gen)
-        _sync(device)
-        times.append((time.perf_counter() - t0) * 1000)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if cpu_peak is None else cpu_peak.stop()
-    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    counter = iter(range(args.warmup, args.warmup + args.iterations))
+    times = time_ms(lambda: method.step(state, next(counter), gen), device, args.iterations, warmup=0)
+    peak = peak_memory_mb(device) if cpu_peak is None else cpu_peak.stop()
     acc = None
     if args.eval_epochs > 0:
         row = evaluate(
@@ -192,8 +140,7 @@ def _case(args, data, buffer: Path, mode: str, device: torch.device, log) -> dic
         "batch_syn": cfg.batch_syn,
         "preset": preset,
         "iterations": args.iterations,
-        "median_ms": round(statistics.median(times), 3),
-        "iqr_ms": round(q[2] - q[0], 3),
+        **summarize_ms(times),
         "peak_mem_mb": round(peak, 1),
         "accuracy": None if acc is None else {"mean": acc["mean"], "std": acc["std"]},
     }
@@ -252,14 +199,11 @@ def main(argv: list[str] | None = None) -> dict:
     zca = args.zca == "on" or (args.zca == "auto" and args.dataset == "cifar10" and args.ipc in (1, 10))
     data = load_dataset(args.dataset, args.data_root, zca=zca)
     if args.subset:
-        # a fixed, class-mixed prefix of a seeded permutation (the timing does not depend on the real-set size)
-        perm = torch.randperm(data.x_train.shape[0], generator=torch.Generator().manual_seed(0))[: args.subset]
-        data.x_train, data.y_train = data.x_train[perm].contiguous(), data.y_train[perm].contiguous()
-        data.fingerprint = f"{data.fingerprint}-subset{args.subset}"
+        take_subset(data, args.subset)
     if device.type == "cuda":
         data.x_train, data.y_train = data.x_train.to(device), data.y_train.to(device)
         data.x_test, data.y_test = data.x_test.to(device), data.y_test.to(device)
-    log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
+    log = stderr_logger(args.json)
     method = get_method(args.method)
     cfg = method.resolve_config(method.default_preset(data.name, args.ipc))
     modes = [m.strip() for m in args.mode.split(",") if m.strip()]
@@ -274,14 +218,8 @@ def main(argv: list[str] | None = None) -> dict:
             results = [_subprocess_case(argv, args, buffer, mode, log) for mode in modes]
         else:
             results = [_case(args, data, buffer, mode, device, log) for mode in modes]
-    out = {
-        "benchmark": "distill_speed",
-        "metadata": _metadata(device),
-        "config": {k: v for k, v in vars(args).items() if k != "json"} | {"zca": zca},
-        "results": results,
-    }
-    print(json.dumps(out))
-    return out
+    config = {k: v for k, v in vars(args).items() if k != "json"} | {"zca": zca}
+    return print_result("distill_speed", config, results, device)
 
 
 if __name__ == "__main__":

@@ -14,72 +14,30 @@ Usage:
 The last stdout line is one JSON object (see ``--json``):
     {"benchmark": "experts_speed", "metadata": {...}, "config": {...},
      "results": [{"mode", "k", "seconds_per_expert_epoch", "peak_mem_mb", "final_test_acc"}, ...]}
-On the CPU ``peak_mem_mb`` is the process's peak resident set size so far (monotonic over the cases); on CUDA it is
-``torch.cuda.max_memory_allocated`` of the case.
+``peak_mem_mb`` is reset before each case: on CUDA ``torch.cuda.max_memory_allocated`` of the case; on the CPU the
+process's peak resident set (``VmHWM``) of the case, interpreter and data included (see ``_common``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import resource
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def _commit() -> str | None:
-    """The checked-out commit, read from .git without running git."""
-    head = REPO / ".git" / "HEAD"
-    try:
-        ref = head.read_text().strip()
-        if ref.startswith("ref: "):
-            path = REPO / ".git" / ref[5:]
-            if path.is_file():
-                return path.read_text().strip()[:12]
-            packed = REPO / ".git" / "packed-refs"
-            for line in packed.read_text().splitlines():
-                if line.endswith(ref[5:]):
-                    return line.split()[0][:12]
-            return None
-        return ref[:12]
-    except OSError:
-        return None
-
-
-def _metadata(device: torch.device) -> dict:
-    import condense
-
-    return {
-        "commit": _commit(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "condense": condense.__version__,
-        "python": platform.python_version(),
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or None,
-        "cuda": torch.version.cuda if device.type == "cuda" else None,
-        "cpu_threads": torch.get_num_threads(),
-    }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _peak_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+from _common import (  # noqa: E402
+    peak_memory_mb,
+    print_result,
+    reset_peak_memory,
+    stderr_logger,
+    synchronize,
+    take_subset,
+)
 
 
 def _load(args: argparse.Namespace):
@@ -87,9 +45,7 @@ def _load(args: argparse.Namespace):
 
     data = load_dataset(args.dataset, args.data_root, zca=args.zca)
     if args.subset:
-        # a fixed, class-mixed prefix of a seeded permutation: same subset every run
-        perm = torch.randperm(data.x_train.shape[0], generator=torch.Generator().manual_seed(0))[: args.subset]
-        data.x_train, data.y_train = data.x_train[perm].contiguous(), data.y_train[perm].contiguous()
+        take_subset(data, args.subset)
     return data
 
 
@@ -128,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = get_expert_config(args.kind, augment=augment)
     cfg = get_expert_config(args.kind, **{"augment": augment, **parse_overrides(type(cfg), args.set)})
     model_kwargs = {"width": args.width} if args.width else {}
-    log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
+    log = stderr_logger(args.json)
 
     with tempfile.TemporaryDirectory() as tmp:
         # warm-up: torch.func imports, cuDNN autotuning, allocator
@@ -149,8 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
             k = 1 if mode == "loop" else args.experts
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats(device)
-            _sync(device)
+            reset_peak_memory(device)
             t0 = time.perf_counter()
             buf = record_experts(
                 data,
@@ -164,14 +119,14 @@ def main(argv: list[str] | None = None) -> dict:
                 model_kwargs=model_kwargs,
                 experts_at_once=k,
             )
-            _sync(device)
+            synchronize(device)
             seconds = time.perf_counter() - t0
             finals = [c[-1] for c in buf.accuracy_curves.values()]
             row = {
                 "mode": mode,
                 "k": k,
                 "seconds_per_expert_epoch": round(seconds / (args.experts * args.epochs), 4),
-                "peak_mem_mb": round(_peak_mb(device), 1),
+                "peak_mem_mb": peak_memory_mb(device),
                 "final_test_acc": round(sum(finals) / len(finals), 4),
             }
             results.append(row)
@@ -180,26 +135,20 @@ def main(argv: list[str] | None = None) -> dict:
                 f"peak {row['peak_mem_mb']:.0f} MB  final acc {row['final_test_acc']:.3f}"
             )
 
-    report = {
-        "benchmark": "experts_speed",
-        "metadata": _metadata(device),
-        "config": {
-            "dataset": args.dataset,
-            "subset": args.subset or None,
-            "num_train": int(data.x_train.shape[0]),
-            "zca": args.zca,
-            "model": args.model,
-            "model_kwargs": model_kwargs,
-            "kind": args.kind,
-            "expert_config": cfg.to_dict(),
-            "experts": args.experts,
-            "epochs": args.epochs,
-            "test_pass_included": True,
-        },
-        "results": results,
+    config = {
+        "dataset": args.dataset,
+        "subset": args.subset or None,
+        "num_train": int(data.x_train.shape[0]),
+        "zca": args.zca,
+        "model": args.model,
+        "model_kwargs": model_kwargs,
+        "kind": args.kind,
+        "expert_config": cfg.to_dict(),
+        "experts": args.experts,
+        "epochs": args.epochs,
+        "test_pass_included": True,
     }
-    print(json.dumps(report))
-    return report
+    return print_result("experts_speed", config, results, device)
 
 
 if __name__ == "__main__":

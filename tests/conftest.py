@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import pytest
-import torch
+# One intra-op thread per process: the suite's tensors are tiny, and on a 2-core CI machine two OpenMP threads
+# per process (plus the subprocesses of the kill/torchrun tests) oversubscribe the cores and run 10x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
