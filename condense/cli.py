@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", default="vanilla", help="vanilla (MTT), flat (FTD/DATM, GSAM) or smooth (AST)")
     p.add_argument("--zca", action="store_true", help="ZCA-whiten the data (eps 0.1)")
     p.add_argument("--at-once", type=_positive_int, default=None, help="experts trained at once (default: auto)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an expert config field")
+    p.add_argument(
+        "--model-arg", action="append", default=[], metavar="KEY=VALUE", help="model builder argument, e.g. width=32"
+    )
     p.add_argument("--out", required=True, help="buffer directory")
     _common(p)
 
@@ -253,8 +257,20 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_experts(args: argparse.Namespace) -> int:
-    from condense.expert_trajectories import record_experts
+    from condense.config import parse_overrides
+    from condense.expert_trajectories import get_expert_config, record_experts
 
+    base = get_expert_config(args.kind)
+    config = get_expert_config(args.kind, **parse_overrides(type(base), args.set))
+    model_kwargs = {}
+    for item in args.model_arg:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--model-arg {item!r} must look like key=value")
+        try:
+            model_kwargs[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            model_kwargs[key.strip()] = raw
     data = _load(args)
     t0 = time.perf_counter()
     buf = record_experts(
@@ -264,6 +280,8 @@ def cmd_experts(args: argparse.Namespace) -> int:
         args.epochs,
         Path(args.out),
         kind=args.kind,
+        config=config,
+        model_kwargs=model_kwargs or None,
         seed=args.seed,
         device=_device(args.device),
         quiet=args.quiet,

@@ -90,3 +90,79 @@ def test_baseline_random_json(capsys):
     row = json.loads(out.strip().splitlines()[-1])
     assert {"dataset", "ipc", "accuracy", "seconds"} <= set(row)
     assert row["ipc"] == 1
+
+
+def test_experts_then_distill_mtt_then_eval(tmp_path, capsys):
+    """The trajectory-matching workflow through the CLI: record a buffer, distill with it, evaluate."""
+    buf = tmp_path / "buf"
+    code, out, err = _run(
+        capsys,
+        "experts",
+        "--dataset",
+        "digits",
+        "--model",
+        "convnetd2",
+        "--model-arg",
+        "width=16",
+        "--experts",
+        "1",
+        "--epochs",
+        "3",
+        "--set",
+        "batch_size=64",
+        "--set",
+        "lr_teacher=0.05",
+        "--out",
+        str(buf),
+        "--quiet",
+    )
+    assert code == 0, err
+    assert (buf / "manifest.json").is_file()
+    code, _, err = _run(
+        capsys, "distill", "--method", "mtt", "--dataset", "digits", "--ipc", "1", "--out", str(tmp_path / "x")
+    )
+    assert code == 2 and "--buffer" in err  # a trajectory matcher without a buffer is a clear user error
+    art = tmp_path / "mtt.safetensors"
+    code, _, err = _run(
+        capsys,
+        "distill",
+        "--method",
+        "mtt",
+        "--dataset",
+        "digits",
+        "--ipc",
+        "1",
+        "--buffer",
+        str(buf),
+        "--iterations",
+        "2",
+        "--set",
+        "syn_steps=3",
+        "--set",
+        "expert_epochs=1",
+        "--set",
+        "max_start_epoch=2",
+        "--out",
+        str(art),
+        "--quiet",
+    )
+    assert code == 0, err
+    code, out, _ = _run(
+        capsys, "eval", str(art), "--dataset", "digits", "--seeds", "1", "--epochs", "2", "--json", "--quiet"
+    )
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["ipc"] == 1
+    code, _, err = _run(
+        capsys,
+        "experts",
+        "--dataset",
+        "digits",
+        "--experts",
+        "1",
+        "--epochs",
+        "1",
+        "--set",
+        "lr_teachr=1",
+        "--out",
+        str(tmp_path / "b2"),
+    )
+    assert code == 2 and "did you mean 'lr_teacher'" in err
