@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from condense.config import check_range, config_to_dict
+from condense.config import check_range
 from condense.data.base import ImageData
+from condense.methods._init import make_synthetic
 from condense.methods.base import Method, RunContext, register_method
 from condense.synthetic import SyntheticSet
 
@@ -99,15 +100,5 @@ class Herding(Method):
         for c in range(data.num_classes):
             members = torch.nonzero(y == c).flatten()
             sel.append(members[herding_select(feats[members], ipc).to(members.device)])
-        idx = torch.cat(sel)
-        return SyntheticSet(
-            images=data.x_train[idx.cpu()].clone(),
-            labels=data.y_train[idx.cpu()].clone(),
-            classes=list(data.classes),
-            method=self.name,
-            dataset=data.name,
-            ipc=ipc,
-            preprocessing=data.preprocessing(),
-            tensors={} if data.zca is None else data.zca.to_tensors(),
-            config=config_to_dict(cfg),
-        )
+        idx = torch.cat(sel).cpu()
+        return make_synthetic(data.x_train[idx], data.y_train[idx], data, self.name, ipc, cfg)

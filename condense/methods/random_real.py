@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-from condense.config import config_to_dict
 from condense.data.base import ImageData
 from condense.eval.evaluate import random_subset
+from condense.methods._init import make_synthetic
 from condense.methods.base import Method, RunContext, register_method
 from condense.synthetic import SyntheticSet
 
@@ -35,14 +35,4 @@ class RandomReal(Method):
         self, data: ImageData, cfg: RandomRealConfig, ipc: int, generator: torch.Generator, run: RunContext
     ) -> SyntheticSet:
         x, y = random_subset(data, ipc, generator)
-        return SyntheticSet(
-            images=x.cpu(),
-            labels=y.cpu(),
-            classes=list(data.classes),
-            method=self.name,
-            dataset=data.name,
-            ipc=ipc,
-            preprocessing=data.preprocessing(),
-            tensors={} if data.zca is None else data.zca.to_tensors(),
-            config=config_to_dict(cfg),
-        )
+        return make_synthetic(x, y, data, self.name, ipc, cfg)
