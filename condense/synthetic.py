@@ -113,9 +113,8 @@ class SyntheticSet:
         if self.labels.ndim == 1 and self.labels.dtype != torch.int64:
             raise IntegrityError(f"hard labels must be int64, got {self.labels.dtype}")
         if self.labels.ndim == 2 and (not self.labels.is_floating_point() or self.labels.shape[1] != len(self.classes)):
-            raise IntegrityError(
-                f"soft labels must be float (N, {len(self.classes)}), got {self.labels.dtype} {tuple(self.labels.shape)}"
-            )
+            got = f"{self.labels.dtype} {tuple(self.labels.shape)}"
+            raise IntegrityError(f"soft labels must be float (N, {len(self.classes)}), got {got}")
         if self.labels.ndim not in (1, 2):
             raise IntegrityError(f"labels must be (N,) or (N, K), got shape {tuple(self.labels.shape)}")
         if self.lr is not None and not (self.lr > 0 and torch.isfinite(torch.tensor(self.lr))):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from condense import distill, evaluate
+from condense.errors import ConfigError, UnknownNameError
 from condense.eval import (
     get_protocol,
     hard_label_recovery,
@@ -16,7 +17,6 @@ from condense.eval import (
     random_real_baseline,
 )
 from condense.eval.trainer import train_and_test
-from condense.errors import ConfigError, UnknownNameError
 
 
 def test_reproducible_with_fixed_seed(digits):
