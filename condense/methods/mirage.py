@@ -26,7 +26,8 @@ Defaults: L = 2 from the authors' NCI1 / IMDB-B scripts. The other defaults (the
 trees, no discriminative filter) are a library choice: under this library's protocol they beat the authors' NCI1
 setting (preset ``paper-nci1``: theta ~0.26 / 0.34, sets of any size, discriminative filter), which keeps 5
 tree-sets on NCI1 and trains a GCN to chance level (ROC-AUC 0.45 +- 0.13 over 3 seeds, random graphs 0.50).
-They were chosen by comparing a handful of settings on NCI1, MUTAG and the embedded data against the random baseline, on the test split (no separate validation sweep): treat the margin as optimistic.
+They were chosen by comparing a handful of settings on NCI1, MUTAG and the embedded data against the random
+baseline, on the test split (no separate validation sweep): treat the margin as optimistic.
 
 Known differences from the authors' code:
 - ``ipc`` has no meaning for Mirage; here it caps the tree-sets kept per class (highest support first, larger sets
