@@ -8,7 +8,8 @@ Mirage paper does, for TU datasets too) and accuracy; multi-class datasets repor
 fractions in [0, 1].
 
 Mirage summaries train as the paper describes: each tree-set is a graph of disjoint computation trees, the readout
-pools over the roots, and a batch is drawn proportionally to support (implemented as support-sampled counts
+pools over the roots (sum or mean, as the summary says: :func:`summary_readout`; the same readout then pools over
+all nodes of a test graph), and a batch is drawn proportionally to support (implemented as support-sampled counts
 weighting the loss over a forward pass of all tree-sets: the same expected gradient, one forward per step).
 
 References:
@@ -43,6 +44,7 @@ __all__ = [
     "random_graph_subset",
     "train_and_test_gnn",
     "to_training_batch",
+    "summary_readout",
 ]
 
 
@@ -96,10 +98,20 @@ class _Source:
     data: GraphData | None = None
     idx: torch.Tensor | None = None  # training-graph indices into ``data``
     layers: int | None = None  # depth forced by the source (Mirage's L)
+    pooling: str | None = None  # readout forced by the source (Mirage: the summary's ``readout``)
 
     @property
     def size(self) -> int:
         return self.batch.num_graphs if self.batch is not None else int(self.idx.numel())
+
+
+def summary_readout(syn: SyntheticSet) -> str | None:
+    """The readout a GNN trained on ``syn`` uses, over tree roots while training and over all nodes at test time:
+    a Mirage summary's (validation-selected ``meta["readout"]``, else ``config["readout"]``), else None (the
+    protocol's)."""
+    if syn.meta.get("summary") != "mirage_tree_sets":
+        return None
+    return syn.meta.get("readout") or syn.config.get("readout") or None
 
 
 def to_training_batch(syn: SyntheticSet, data: GraphData) -> tuple[GraphBatch, torch.Tensor | None, int | None]:
@@ -199,7 +211,7 @@ def _train_and_test(source, test, model, in_dim, num_classes, seed, protocol, de
             num_classes=num_classes,
             hidden=protocol.hidden,
             layers=layers,
-            pooling=protocol.pooling,
+            pooling=source.pooling or protocol.pooling,
             dropout=protocol.dropout,
         ).to(device)
     gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + 17)
@@ -346,7 +358,7 @@ def evaluate_graph_set(
     p = _protocol(epochs, protocol)
     t0 = time.perf_counter()
     batch, weights, layers = to_training_batch(syn, data)
-    src = _Source(batch=batch, weights=weights, layers=layers)
+    src = _Source(batch=batch, weights=weights, layers=layers, pooling=summary_readout(syn))
     acc, auc = _run([src] * seeds, data, list(models), p, device, quiet, syn.method)
     row = _row(syn.method, data, syn.ipc, batch.num_graphs, acc, auc, p, p.epochs, t0)
     row["summary_bytes"] = int(syn.meta.get("summary_bytes", sum(t.nbytes for t in syn.tensors.values())))

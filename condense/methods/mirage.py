@@ -27,7 +27,22 @@ trees, no discriminative filter) are a library choice: under this library's prot
 setting (preset ``paper-nci1``: theta ~0.26 / 0.34, sets of any size, discriminative filter), which keeps 5
 tree-sets on NCI1 and trains a GCN to chance level (ROC-AUC 0.45 +- 0.13 over 3 seeds, random graphs 0.50).
 They were chosen by comparing a handful of settings on NCI1, MUTAG and the embedded data against the random
-baseline, on the test split (no separate validation sweep): treat the margin as optimistic.
+baseline, on the test split (no separate validation sweep): treat the margin of the fixed default as optimistic.
+
+Choosing theta on validation (``support_candidates``, used by ``benchmarks/graph.py``): a stratified
+``select_fraction`` (20%) of every class's *training* graphs is held out, each candidate theta is mined on the
+rest, a short GCN run (``select_steps``) is trained on that summary with each readout in ``select_readouts`` and
+scored on the held-out graphs (ROC-AUC; accuracy when K > 2); the best (theta, readout) is then mined on all
+training graphs. The choice, every candidate's score and the split sizes are in ``meta["support_selection"]``;
+the dataset's own validation and test graphs are never read. It is off by default so that a plain ``distill``
+stays a gradient-free mining pass of well under a second.
+
+Readout (``readout``, or the validated one in ``meta["readout"]``; ``condense.eval.graph`` applies it): a tree-set
+of one tree is one node's view, so with a sum readout the GNN is trained on one-node "graphs" and tested on
+n-node sums in which the classifier bias appears once instead of n times: the scale, and the accuracy threshold,
+are off (ROC-AUC much less so). ``"mean"`` keeps training (mean over roots) and test (mean over all nodes) on
+one scale; ``"sum"`` is the authors' code. Neither wins everywhere (validation picked sum on MUTAG and PROTEINS,
+mean on IMDB-BINARY), hence the selection.
 
 Known differences from the authors' code:
 - ``ipc`` has no meaning for Mirage; here it caps the tree-sets kept per class (highest support first, larger sets
@@ -37,8 +52,9 @@ Known differences from the authors' code:
   is highest. The authors store one support per (class, set); a set mined in class c but nearly as common in the
   others then teaches the GNN "class c" outright, which is what made the discriminative filter necessary.
 - theta is a fraction of the class's training graphs (the code uses absolute counts); when a class is left with
-  nothing, theta_c is lowered by ``relax_factor`` until a tree-set survives (the code sweeps theta on validation
-  AUC instead; distillation here never looks at validation or test data).
+  nothing, theta_c is lowered by ``relax_factor`` until a tree-set survives. The code sweeps theta downwards on
+  the dataset's validation split with the target GNN; here the optional sweep is over a fixed grid on graphs
+  carved from the training split, with a GCN, one theta for all classes (see above).
 - Sampling proportional to support is on (the paper's description), class-balanced (support / class size); the
   released code computes the sampler and then trains on a uniformly shuffled list.
 - Canonical ids via level-wise multiset codes instead of explicit tree enumeration (identical partition).
@@ -79,6 +95,7 @@ __all__ = [
 
 SUMMARY_TENSORS = ("tree_label", "tree_num_children", "tree_children", "set_size", "set_items", "set_support")
 _SAMPLING = ("support", "uniform")
+_READOUTS = ("sum", "mean")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,6 +112,15 @@ class MirageConfig:
         cap_by_ipc: keep at most ``ipc`` tree-sets per class (highest support first); False keeps all.
         relax_factor: factor applied to theta_c while a class has no tree-set left (0: never relax, raise).
         sampling: how a GNN samples tree-sets when training on the summary: ``"support"`` or ``"uniform"``.
+        readout: readout of a GNN trained on the summary, over the roots of each tree-set while training and over
+            all nodes of a test graph: ``"sum"`` (the authors' code) or ``"mean"`` (one scale for both: a
+            one-tree set is one node's view, a sum over a test graph adds n of them with the class bias once).
+        support_candidates: theta values to choose from on a validation split carved from the training graphs
+            (the authors sweep theta on validation AUC), jointly with ``select_readouts``; empty: use
+            ``min_support`` and ``readout`` as given.
+        select_readouts: readouts tried with every theta candidate.
+        select_fraction: share of each class's training graphs held out to score the candidates.
+        select_model: GNN trained on each candidate summary. select_steps: its optimizer steps.
     """
 
     num_hops: int = 2  # L (authors' NCI1 and IMDB-B scripts: n_hops = 2)
@@ -105,6 +131,12 @@ class MirageConfig:
     cap_by_ipc: bool = True  # library choice, see the module docstring
     relax_factor: float = 0.8  # library choice; the code sweeps theta downwards in steps instead
     sampling: str = "support"  # paper Sec. 4: frequency-proportional sampling
+    readout: str = "sum"  # authors' NCI1 / IMDB-B / DD code: sum
+    support_candidates: tuple[float, ...] = ()  # e.g. (0.2, 0.1, 0.05, 0.02, 0.01); benchmarks/graph.py sets it
+    select_readouts: tuple[str, ...] = ("sum", "mean")
+    select_fraction: float = 0.2  # library choice
+    select_model: str = "gcn"  # library choice (the summary itself is model-agnostic)
+    select_steps: int = 300  # library choice: enough to rank candidates, short enough for a CPU
 
     def __post_init__(self) -> None:
         check_range("num_hops", self.num_hops, 1, 4)
@@ -117,6 +149,13 @@ class MirageConfig:
         check_range("relax_factor", self.relax_factor, 0.0, 1.0)
         if self.relax_factor == 1.0:
             raise ConfigError("relax_factor=1.0 would never lower theta; use a value in [0, 1)")
+        for s in self.support_candidates:
+            check_range("support_candidates", s, 0.0, 1.0, lo_open=True)
+        check_range("select_fraction", self.select_fraction, 0.0, 0.5, lo_open=True)
+        check_range("select_steps", self.select_steps, 1)
+        for r in (self.readout, *self.select_readouts):
+            if r not in _READOUTS:
+                raise ConfigError(f"readout {r!r} is not allowed; use one of {', '.join(_READOUTS)}")
         if self.sampling not in _SAMPLING:
             raise ConfigError(f"sampling={self.sampling!r} is not allowed; use one of {', '.join(_SAMPLING)}")
 
@@ -228,95 +267,29 @@ class Mirage(Method):
             raise ConfigError(f"min_support has {len(cfg.min_support)} values; give 1 or one per class ({k})")
         theta = list(cfg.min_support) * (k if len(cfg.min_support) == 1 else 1)
         t0 = time.perf_counter()
-
-        # 1-2. canonical computation trees of every node of every training graph
-        tr = data.train_idx
-        nl, ei, nptr, _ = data.subgraphs(tr)
-        ids, vocab = computation_tree_ids(nl.numpy(), ei.numpy(), cfg.num_hops)
-        top = ids[-1]
-        rows_top = vocab.rows[cfg.num_hops]
-        # 3. transactions: the set of depth-L trees of each graph (single-node trees dropped, as the authors do)
-        graph_of = np.repeat(np.arange(len(tr)), (nptr[1:] - nptr[:-1]).numpy())
-        nontrivial = np.array([len(rows_top[i][1]) > 0 for i in range(len(rows_top))], dtype=bool)
-        keep = nontrivial[top]
-        pairs = np.unique(graph_of[keep] * len(rows_top) + top[keep])
-        y = data.y[tr].numpy()
-        trans: list[set[int]] = [set() for _ in range(len(tr))]
-        for g, t in zip((pairs // len(rows_top)).tolist(), (pairs % len(rows_top)).tolist()):
-            trans[g].add(t)
-        per_class = [[trans[i] for i in np.nonzero(y == c)[0]] for c in range(k)]
-        class_bits: list[dict[int, int]] = []
-        for tc in per_class:
-            b: dict[int, int] = {}
-            for j, items in enumerate(tc):
-                for it in items:
-                    b[it] = b.get(it, 0) | (1 << j)
-            class_bits.append(b)
-        min_counts = [max(1, int(np.ceil(theta[c] * max(1, len(per_class[c]))))) for c in range(k)]
-
-        # 4. per-class frequent tree-sets, discriminative filter, relaxation of empty classes
-        mined: list[dict[tuple[int, ...], int]] = []
-        used_counts = []
-        for c in range(k):
-            mc = min_counts[c]
-            while True:
-                freq = mine_frequent_sets(
-                    per_class[c], mc, max_size=cfg.max_set_size, max_candidates=cfg.max_candidates
-                )
-                if cfg.discriminative and k > 1:
-                    freq = {
-                        s: sup
-                        for s, sup in freq.items()
-                        if all(_support_in(s, class_bits[o]) < min_counts[o] for o in range(k) if o != c)
-                    }
-                if freq or mc <= 1 or cfg.relax_factor == 0.0:
-                    break
-                mc = max(1, int(mc * cfg.relax_factor))
-            if not freq:
-                raise ConfigError(
-                    f"mirage found no tree-set for class {data.classes[c]} at min_support={theta[c]}; lower "
-                    "min_support, set discriminative=False or relax_factor > 0"
-                )
-            mined.append(freq)
-            used_counts.append(mc)
-
-        # 5. every tree-set gets its support in every class (a set mined in class c is often present, less often,
-        # in the others; without those counts a GNN learns that it means "class c" outright) and the class where
-        # it is relatively most frequent; the ipc cap keeps the highest-support sets of each class
-        sizes = np.array([max(1, len(tc)) for tc in per_class], dtype=np.float64)
-        support: dict[tuple[int, ...], list[int]] = {}
-        for freq in mined:
-            for s in freq:
-                if s not in support:
-                    support[s] = [_support_in(s, class_bits[o]) for o in range(k)]
-        by_class: list[list[tuple[int, ...]]] = [[] for _ in range(k)]
-        for s, sup in support.items():
-            by_class[int(np.argmax(np.asarray(sup) / sizes))].append(s)
-        sets: list[tuple[int, ...]] = []
-        labels_l: list[int] = []
-        for c in range(k):
-            ranked = sorted(by_class[c], key=lambda s, c=c: (-support[s][c], -len(s), s))
-            if cfg.cap_by_ipc:
-                ranked = ranked[:ipc]
-            sets.extend(ranked)
-            labels_l.extend([c] * len(ranked))
-        tensors, n_rows = _encode(vocab, sets, [support[s] for s in sets], cfg.num_hops)
-        labels = torch.tensor(labels_l, dtype=torch.int64)
+        selection = None
+        if cfg.support_candidates:
+            selection = _select_support(data, cfg, ipc)
+            theta = [selection["chosen"]] * k
+        tensors, labels, info = _mine_summary(data, data.train_idx, cfg, theta, ipc)
         seconds = time.perf_counter() - t0
         summary_bytes = sum(t.numel() * t.element_size() for t in tensors.values()) + labels.numel() * 8
         meta = {
             "summary": "mirage_tree_sets",
             "num_tree_sets": int(labels.numel()),
             "tree_sets_per_class": [int((labels == c).sum()) for c in range(k)],
-            "class_sizes": [len(tc) for tc in per_class],
-            "num_trees": n_rows,
+            "class_sizes": info["class_sizes"],
+            "num_trees": info["num_trees"],
             "summary_bytes": int(summary_bytes),
             "raw_bytes": int(data.raw_bytes),
             "distill_seconds": round(seconds, 4),
             "num_node_labels": data.num_node_labels,
             "node_label_kind": data.node_label_kind,
-            "min_count_used": used_counts,
-            "distinct_trees": len(rows_top),
+            "min_support_used": theta,
+            "min_count_used": info["min_count_used"],
+            "distinct_trees": info["distinct_trees"],
+            "support_selection": selection,
+            "readout": selection["readout"] if selection else cfg.readout,
             "data": data.describe(),
             "ipc_meaning": "cap on tree-sets per class" if cfg.cap_by_ipc else "ignored",
         }
@@ -332,6 +305,175 @@ class Mirage(Method):
             meta=meta,
             kind="graph_summary",
         )
+
+
+def _mine_summary(
+    data: Any, tr: torch.Tensor, cfg: MirageConfig, theta: list[float], ipc: int
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, Any]]:
+    """Steps 1-5 of the module docstring on the training graphs ``tr``: (summary tensors, labels, mining info)."""
+    k = data.num_classes
+    # 1-2. canonical computation trees of every node of every training graph
+    nl, ei, nptr, _ = data.subgraphs(tr)
+    ids, vocab = computation_tree_ids(nl.numpy(), ei.numpy(), cfg.num_hops)
+    top = ids[-1]
+    rows_top = vocab.rows[cfg.num_hops]
+    # 3. transactions: the set of depth-L trees of each graph (single-node trees dropped, as the authors do)
+    graph_of = np.repeat(np.arange(len(tr)), (nptr[1:] - nptr[:-1]).numpy())
+    nontrivial = np.array([len(rows_top[i][1]) > 0 for i in range(len(rows_top))], dtype=bool)
+    keep = nontrivial[top]
+    pairs = np.unique(graph_of[keep] * len(rows_top) + top[keep])
+    y = data.y[tr].numpy()
+    trans: list[set[int]] = [set() for _ in range(len(tr))]
+    for g, t in zip((pairs // len(rows_top)).tolist(), (pairs % len(rows_top)).tolist()):
+        trans[g].add(t)
+    per_class = [[trans[i] for i in np.nonzero(y == c)[0]] for c in range(k)]
+    class_bits: list[dict[int, int]] = []
+    for tc in per_class:
+        b: dict[int, int] = {}
+        for j, items in enumerate(tc):
+            for it in items:
+                b[it] = b.get(it, 0) | (1 << j)
+        class_bits.append(b)
+    min_counts = [max(1, int(np.ceil(theta[c] * max(1, len(per_class[c]))))) for c in range(k)]
+
+    # 4. per-class frequent tree-sets, discriminative filter, relaxation of empty classes
+    mined: list[dict[tuple[int, ...], int]] = []
+    used_counts = []
+    for c in range(k):
+        mc = min_counts[c]
+        while True:
+            freq = mine_frequent_sets(per_class[c], mc, max_size=cfg.max_set_size, max_candidates=cfg.max_candidates)
+            if cfg.discriminative and k > 1:
+                freq = {
+                    s: sup
+                    for s, sup in freq.items()
+                    if all(_support_in(s, class_bits[o]) < min_counts[o] for o in range(k) if o != c)
+                }
+            if freq or mc <= 1 or cfg.relax_factor == 0.0:
+                break
+            mc = max(1, int(mc * cfg.relax_factor))
+        if not freq:
+            raise ConfigError(
+                f"mirage found no tree-set for class {data.classes[c]} at min_support={theta[c]}; lower "
+                "min_support, set discriminative=False or relax_factor > 0"
+            )
+        mined.append(freq)
+        used_counts.append(mc)
+
+    # 5. every tree-set gets its support in every class (a set mined in class c is often present, less often,
+    # in the others; without those counts a GNN learns that it means "class c" outright) and the class where
+    # it is relatively most frequent; the ipc cap keeps the highest-support sets of each class
+    sizes = np.array([max(1, len(tc)) for tc in per_class], dtype=np.float64)
+    support: dict[tuple[int, ...], list[int]] = {}
+    for freq in mined:
+        for s in freq:
+            if s not in support:
+                support[s] = [_support_in(s, class_bits[o]) for o in range(k)]
+    by_class: list[list[tuple[int, ...]]] = [[] for _ in range(k)]
+    for s, sup in support.items():
+        by_class[int(np.argmax(np.asarray(sup) / sizes))].append(s)
+    sets: list[tuple[int, ...]] = []
+    labels_l: list[int] = []
+    for c in range(k):
+        ranked = sorted(by_class[c], key=lambda s, c=c: (-support[s][c], -len(s), s))
+        if cfg.cap_by_ipc:
+            ranked = ranked[:ipc]
+        sets.extend(ranked)
+        labels_l.extend([c] * len(ranked))
+    tensors, n_rows = _encode(vocab, sets, [support[s] for s in sets], cfg.num_hops)
+    labels = torch.tensor(labels_l, dtype=torch.int64)
+    info = {
+        "class_sizes": [len(tc) for tc in per_class],
+        "num_trees": n_rows,
+        "min_count_used": used_counts,
+        "distinct_trees": len(rows_top),
+    }
+    return tensors, labels, info
+
+
+def _select_support(data: Any, cfg: MirageConfig, ipc: int) -> dict[str, Any]:
+    """Pick theta among ``cfg.support_candidates`` on a validation split carved from the training graphs.
+
+    A stratified ``select_fraction`` of each class's training graphs (fixed seed) is held out; for every candidate
+    the summary is mined on the rest, a ``select_model`` GNN is trained on it for ``select_steps`` steps with the
+    graph protocol (``condense.eval.graph``), and scored on the held-out graphs (ROC-AUC when binary, else
+    accuracy). The highest score wins, the larger theta (smaller summary) on ties. The test split and the
+    dataset's own validation split are never read. Returns the record stored in ``meta["support_selection"]``.
+    """
+    import dataclasses
+
+    from condense.eval.graph import GRAPH_PROTOCOL, _Source, to_training_batch, train_and_test_gnn
+
+    gen = torch.Generator().manual_seed(0)
+    fit_l, val_l = [], []
+    tr, y = data.train_idx, data.y[data.train_idx]
+    for c in range(data.num_classes):
+        idx = tr[y == c]
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        n_val = int(round(cfg.select_fraction * len(idx))) if len(idx) >= 2 else 0
+        val_l.append(idx[:n_val])
+        fit_l.append(idx[n_val:])
+    fit, val = torch.cat(fit_l).sort().values, torch.cat(val_l).sort().values
+    if len(torch.unique(data.y[val])) < 2:
+        raise ConfigError("support selection needs held-out graphs of at least two classes; raise select_fraction")
+    proto = dataclasses.replace(GRAPH_PROTOCOL, min_steps=cfg.select_steps, epochs=1)
+    val_batch = data.batch(val)
+    scores: dict[str, float | None] = {}  # "theta/readout" -> validation score
+    sizes: dict[str, int] = {}
+    readouts = list(dict.fromkeys(cfg.select_readouts or (cfg.readout,)))
+    for th in sorted(set(cfg.support_candidates), reverse=True):
+        try:
+            tensors, labels, info = _mine_summary(data, fit, cfg, [th] * data.num_classes, ipc)
+        except ConfigError:  # too many tree-sets (or none) at this theta
+            scores.update({f"{th}/{r}": None for r in readouts})
+            continue
+        syn = SyntheticSet(
+            images=None,
+            labels=labels,
+            classes=list(data.classes),
+            method="mirage",
+            dataset=data.name,
+            ipc=ipc,
+            tensors=tensors,
+            config=config_to_dict(cfg),
+            meta={
+                "summary": "mirage_tree_sets",
+                "class_sizes": info["class_sizes"],
+                "num_node_labels": data.num_node_labels,
+            },
+            kind="graph_summary",
+        )
+        batch, weights, layers = to_training_batch(syn, data)
+        sizes[str(th)] = int(labels.numel())
+        for r in readouts:
+            src = _Source(batch=batch, weights=weights, layers=layers, pooling=r)
+            acc, auc = train_and_test_gnn(
+                src,
+                val_batch,
+                cfg.select_model,
+                in_dim=data.in_dim,
+                num_classes=data.num_classes,
+                seed=0,
+                protocol=proto,
+            )
+            scores[f"{th}/{r}"] = round(auc if auc is not None else acc, 4)
+    # best score; ties go to the larger theta (smaller summary), then to the earlier readout listed
+    valid = [(v, float(k.split("/")[0]), -readouts.index(k.split("/")[1])) for k, v in scores.items() if v is not None]
+    if not valid:
+        raise ConfigError(f"no support candidate in {cfg.support_candidates} could be mined; add larger values")
+    _, chosen, ri = max(valid)
+    return {
+        "chosen": chosen,
+        "readout": readouts[-ri],
+        "scores": scores,
+        "tree_sets": sizes,
+        "metric": "roc_auc" if data.num_classes == 2 else "accuracy",
+        "split": f"{cfg.select_fraction:g} of each class's training graphs, stratified, seed 0",
+        "fit_graphs": int(fit.numel()),
+        "val_graphs": int(val.numel()),
+        "model": cfg.select_model,
+        "steps": cfg.select_steps,
+    }
 
 
 def _encode(

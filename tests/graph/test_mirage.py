@@ -172,3 +172,26 @@ def test_benchmark_quick(tmp_path: Path) -> None:
     r = rec["results"][0]
     assert {"dataset", "gnn", "metric", "mirage", "random", "full", "summary_bytes", "distill_seconds"} <= set(r)
     assert json.loads((tmp_path / "g.json").read_text()) == rec
+
+
+def test_support_selection_on_carved_validation(graphs) -> None:
+    """theta and the readout are chosen on held-out training graphs, recorded in the artifact, and never read the
+    dataset's validation or test graphs."""
+    over = {"support_candidates": (0.3, 0.1), "select_steps": 50, "cap_by_ipc": False}
+    syn = distill("mirage", graphs, ipc=1, overrides=over)
+    sel = syn.meta["support_selection"]
+    assert sel["chosen"] in (0.3, 0.1) and sel["readout"] in ("sum", "mean") and syn.meta["readout"] == sel["readout"]
+    assert set(sel["scores"]) == {"0.3/sum", "0.3/mean", "0.1/sum", "0.1/mean"}
+    assert sel["fit_graphs"] + sel["val_graphs"] == len(graphs.train_idx) and sel["val_graphs"] > 0
+    assert syn.meta["min_support_used"] == [sel["chosen"]] * graphs.num_classes
+    fixed = distill("mirage", graphs, ipc=1, overrides={"cap_by_ipc": False, "min_support": (sel["chosen"],)})
+    assert all(torch.equal(syn.tensors[k], fixed.tensors[k]) for k in syn.tensors)
+    # scrambling the labels of the dataset's own validation and test graphs changes nothing
+    other = load_graph_dataset(EMBEDDED_GRAPHS)
+    held = torch.cat([other.val_idx, other.test_idx])
+    other.y[held] = 1 - other.y[held]
+    assert distill("mirage", other, ipc=1, overrides=over).meta["support_selection"] == sel
+    with pytest.raises(ConfigError):
+        MirageConfig(readout="max")
+    with pytest.raises(ConfigError):
+        MirageConfig(support_candidates=(0.0,))
