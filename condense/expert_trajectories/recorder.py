@@ -29,7 +29,7 @@ buffer/buffer_FTD.py``, ``shenjiyuan123/AST-Alignment-with-Smooth-Expert:buffer.
       written as soon as it finishes (the original drops experts when ``num_experts % save_interval != 0``);
     - seeds are explicit and recorded; the global RNG is never reseeded;
     - a diverged expert (NaN/inf parameters) is retrained with fresh seeds instead of being saved;
-    - per-epoch test accuracy of every expert is recorded (the original only logs it to wandb);
+    - per-epoch test accuracy of every expert is recorded (the original only logs it to an online experiment tracker);
     - AST's input-gradient penalty and GSAM's second pass leave BatchNorm running statistics untouched.
 
 References:

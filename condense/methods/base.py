@@ -11,6 +11,7 @@ Two shapes of method (see STYLE.md §4):
 
 from __future__ import annotations
 
+import abc
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -110,7 +111,7 @@ class MatchState:
     runtime: dict[str, Any] = field(default_factory=dict)
 
 
-class Method:
+class Method(abc.ABC):
     """Base class of every distillation method.
 
     Subclasses set ``Config`` (a frozen dataclass) and ``presets`` (``"<dataset>-ipc<N>" -> overrides``) and
@@ -134,23 +135,25 @@ class Method:
         key = f"{dataset}-ipc{ipc}"
         return key if key in self.presets else None
 
+    @abc.abstractmethod
     def distill(self, data: Any, cfg: Any, ipc: int, generator: torch.Generator, run: RunContext) -> Any:
         """Return a :class:`~condense.synthetic.SyntheticSet` with ``ipc`` items per class."""
-        raise NotImplementedError(f"{type(self).__name__} must implement distill()")
 
 
 class Matcher(Method):
     """An iterative method: the shared runner calls ``init_state`` once, ``step`` per iteration, then
     ``to_synthetic``. ``cfg`` must have an ``num_iterations`` field."""
 
+    @abc.abstractmethod
     def init_state(self, data: Any, cfg: Any, ipc: int, gen: torch.Generator, run: RunContext) -> MatchState:
-        raise NotImplementedError(f"{type(self).__name__} must implement init_state()")
+        """Build the initial state (images, labels, learned lr, optimizer moments) and its runtime objects."""
 
     def restore_runtime(self, state: MatchState, data: Any, cfg: Any, run: RunContext) -> None:
         """Rebuild ``state.runtime`` (models, buffers) after loading a checkpoint. Default: nothing."""
 
+    @abc.abstractmethod
     def step(self, state: MatchState, it: int, gen: torch.Generator) -> dict[str, float]:
-        raise NotImplementedError(f"{type(self).__name__} must implement step()")
+        """One iteration: update ``state`` in place and return plain floats for the log (loss, grad norm, lr)."""
 
     def on_divergence(self, state: MatchState) -> None:
         """Called after the runner rolled ``state`` back from a non-finite step. Default: halve the image lr
@@ -158,8 +161,9 @@ class Matcher(Method):
         if "lr_img" in state.scalars:
             state.scalars["lr_img"] = float(state.scalars["lr_img"]) * 0.5
 
+    @abc.abstractmethod
     def to_synthetic(self, state: MatchState) -> Any:
-        raise NotImplementedError(f"{type(self).__name__} must implement to_synthetic()")
+        """The artifact of the current state (the final state, or the method's documented EMA)."""
 
     def distill(self, data: Any, cfg: Any, ipc: int, generator: torch.Generator, run: RunContext) -> Any:
         from condense.methods._runner import run_matcher
