@@ -58,7 +58,10 @@ def _eval_opts(p: argparse.ArgumentParser, seeds: int = 5, epochs: int | None = 
     p.add_argument("--models", default=None, help="comma-separated evaluation models (default: convnet)")
     p.add_argument("--seeds", type=_positive_int, default=seeds, help=f"models trained per architecture ({seeds})")
     p.add_argument(
-        "--epochs", type=_positive_int, default=epochs, help="training epochs (default: the protocol's, 1000)"
+        "--epochs",
+        type=_positive_int,
+        default=epochs,
+        help="training epochs (default: " + (str(epochs) if epochs else "the protocol's, 1000") + ")",
     )
     p.add_argument("--protocol", default="classic", help="evaluation protocol (classic, classic_noaug)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")

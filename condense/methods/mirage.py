@@ -41,8 +41,8 @@ Readout (``readout``, or the validated one in ``meta["readout"]``; ``condense.ev
 of one tree is one node's view, so with a sum readout the GNN is trained on one-node "graphs" and tested on
 n-node sums in which the classifier bias appears once instead of n times: the scale, and the accuracy threshold,
 are off (ROC-AUC much less so). ``"mean"`` keeps training (mean over roots) and test (mean over all nodes) on
-one scale; ``"sum"`` is the authors' code. Neither wins everywhere (validation picked sum on MUTAG and PROTEINS,
-mean on IMDB-BINARY), hence the selection.
+one scale; ``"sum"`` is the authors' code. Neither wins everywhere (validation picked sum on NCI1, MUTAG and
+PROTEINS, mean on IMDB-BINARY), hence the selection.
 
 Known differences from the authors' code:
 - ``ipc`` has no meaning for Mirage; here it caps the tree-sets kept per class (highest support first, larger sets
