@@ -80,6 +80,22 @@ def init_images(data: Any, ipc: int, mode: str, generator: torch.Generator) -> t
     return torch.empty(real.shape, dtype=torch.float32, device=device).copy_(real), labels
 
 
+def real_data_runtime(data: Any, cfg: Any, device: torch.device | str) -> dict[str, Any]:
+    """The objects a real-data matcher (DC, DM) rebuilds on start and resume: the data on ``device``, a per-class
+    sampler and the augmentation named by ``cfg.augment``. Nothing here is checkpointed."""
+    from condense.augment import get_augment
+
+    device = torch.device(device)
+    return {
+        "data": data,
+        "cfg": cfg,
+        "device": device,
+        "x_train": data.x_train.to(device),
+        "sampler": ClassSampler(data.y_train.to(device), data.num_classes),
+        "aug": get_augment(cfg.augment),
+    }
+
+
 class ClassSampler:
     """Draws, for every class at once, a batch of distinct random training indices of that class.
 

@@ -34,7 +34,13 @@ import torch
 from condense.config import check_range
 from condense.data.base import ImageData
 from condense.errors import ConfigError
-from condense.methods._init import INIT_MODES, ClassSampler, init_images, make_synthetic, siamese_augment
+from condense.methods._init import (
+    INIT_MODES,
+    init_images,
+    make_synthetic,
+    real_data_runtime,
+    siamese_augment,
+)
 from condense.methods.base import Matcher, MatchState, RunContext, register_method
 from condense.synthetic import SyntheticSet
 
@@ -94,17 +100,7 @@ class DM(Matcher):
         return state
 
     def restore_runtime(self, state: MatchState, data: ImageData, cfg: DMConfig, run: RunContext) -> None:
-        from condense.augment import get_augment
-
-        device = torch.device(run.device)
-        state.runtime.update(
-            data=data,
-            cfg=cfg,
-            device=device,
-            x_train=data.x_train.to(device),
-            sampler=ClassSampler(data.y_train.to(device), data.num_classes),
-            aug=get_augment(cfg.augment),
-        )
+        state.runtime.update(real_data_runtime(data, cfg, run.device))
 
     def step(self, state: MatchState, it: int, gen: torch.Generator) -> dict[str, float]:
         rt = state.runtime
