@@ -147,7 +147,13 @@ def to_training_batch(syn: SyntheticSet, data: GraphData) -> tuple[GraphBatch, t
         return batch, weights, int(syn.config.get("num_hops", GRAPH_PROTOCOL.layers))
     if kind == "graph_subset":
         return unpack_graphs(syn.tensors, syn.hard_labels.cpu(), data.num_node_labels), None, None
-    raise MismatchError(f"unknown graph summary kind {kind!r}; expected 'mirage_tree_sets' or 'graph_subset'")
+    if kind == "dense_graphs":
+        from condense.methods.doscond import dense_to_batch
+
+        return dense_to_batch(syn, data.num_node_labels), None, None
+    raise MismatchError(
+        f"unknown graph summary kind {kind!r}; expected 'mirage_tree_sets', 'graph_subset' or 'dense_graphs'"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- train + test

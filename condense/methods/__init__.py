@@ -6,6 +6,7 @@ from condense.methods import (  # noqa: F401  (registers every built-in method)
     datm,
     dc,
     dm,
+    doscond,
     ftd,
     herding,
     herding_graphs,

@@ -338,13 +338,27 @@ def _to_float(v: Any) -> Any:
 
 
 def _monitor(syn: Any, data: Any, cfg: Any, run: RunContext) -> dict[str, Any]:
-    from condense.eval import evaluate
-
-    models = list(run.eval_models or [getattr(cfg, "model", None) or "convnet"])
     t0 = time.perf_counter()
-    row = evaluate(
-        syn, data, models=models, seeds=run.eval_seeds, epochs=run.eval_epochs, device=run.device, quiet=True, seed=0
-    )
+    if getattr(syn, "kind", "") == "graph_summary":  # graph methods: the shared graph protocol, GCN by default
+        from condense.eval.graph import evaluate_graph_set
+
+        row = evaluate_graph_set(
+            syn, data, models=list(run.eval_models or ["gcn"]), seeds=run.eval_seeds, device=run.device, quiet=True
+        )
+    else:
+        from condense.eval import evaluate
+
+        models = list(run.eval_models or [getattr(cfg, "model", None) or "convnet"])
+        row = evaluate(
+            syn,
+            data,
+            models=models,
+            seeds=run.eval_seeds,
+            epochs=run.eval_epochs,
+            device=run.device,
+            quiet=True,
+            seed=0,
+        )
     acc = {m: float(v["mean"]) for m, v in row["accuracy"].items()}
     std = {m: float(v["std"]) for m, v in row["accuracy"].items()}
     return {"accuracy": acc, "std": std, "seconds": time.perf_counter() - t0}
