@@ -55,15 +55,25 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _eval_opts(p: argparse.ArgumentParser, seeds: int = 5, epochs: int | None = None) -> None:
-    p.add_argument("--models", default=None, help="comma-separated evaluation models (default: convnet)")
+    p.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated evaluation models (default: convnet; gcn for graph datasets, also gin, gat)",
+    )
     p.add_argument("--seeds", type=_positive_int, default=seeds, help=f"models trained per architecture ({seeds})")
     p.add_argument(
         "--epochs",
         type=_positive_int,
         default=epochs,
-        help="training epochs (default: " + (str(epochs) if epochs else "the protocol's, 1000") + ")",
+        help="training epochs (default: "
+        + (str(epochs) if epochs else "the protocol's: 1000 for images, 100 for graphs")
+        + ")",
     )
-    p.add_argument("--protocol", default="classic", help="evaluation protocol (classic, classic_noaug)")
+    p.add_argument(
+        "--protocol",
+        default="classic",
+        help="image evaluation protocol (classic, classic_noaug); graph datasets always use the graph protocol",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 

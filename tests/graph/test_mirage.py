@@ -17,7 +17,13 @@ import torch
 from condense.config import config_from_dict, config_to_dict
 from condense.data.tu import EMBEDDED_GRAPHS, load_graph_dataset
 from condense.errors import ConfigError, MismatchError
-from condense.eval.graph import GRAPH_PROTOCOL, evaluate_graph_set, full_graph_baseline, random_graph_baseline
+from condense.eval.graph import (
+    GRAPH_PROTOCOL,
+    evaluate_graph_set,
+    full_graph_baseline,
+    random_graph_baseline,
+    to_training_batch,
+)
 from condense.methods._graph import computation_tree_ids
 from condense.methods.base import distill, get_method
 from condense.methods.mirage import PRESETS, MirageConfig, expand_summary, mine_frequent_sets
@@ -195,3 +201,21 @@ def test_support_selection_on_carved_validation(graphs) -> None:
         MirageConfig(readout="max")
     with pytest.raises(ConfigError):
         MirageConfig(support_candidates=(0.0,))
+
+
+def test_validation_checkpoint_selection(graphs) -> None:
+    """select="val" scores the checkpoint with the best validation score: with the test graphs as validation set it
+    can never score below the final model (the last check is the final step)."""
+    from condense.eval.graph import _Source, train_and_test_gnn
+
+    syn = distill("mirage", graphs, ipc=3)
+    batch, weights, layers = to_training_batch(syn, graphs)
+    src = _Source(batch=batch, weights=weights, layers=layers)
+    test = graphs.batch(graphs.test_idx)
+    kw = {"in_dim": graphs.in_dim, "num_classes": graphs.num_classes, "seed": 1}
+    final = train_and_test_gnn(src, test, "gcn", protocol=dataclasses.replace(FAST, select="final"), **kw)
+    best = train_and_test_gnn(src, test, "gcn", protocol=FAST, val=test, **kw)
+    assert best[1] >= final[1]
+    assert train_and_test_gnn(src, test, "gcn", protocol=FAST, **kw) == final  # no validation graphs: final model
+    with pytest.raises(ConfigError, match="select"):
+        dataclasses.replace(FAST, select="best")
