@@ -60,7 +60,8 @@ class GraphProtocol:
         batch_size: graphs per step.
         lr: Adam learning rate. weight_decay: Adam (L2) weight decay.
         hidden: GNN width. layers: GNN depth for graph sources (summaries use their mined depth L).
-        pooling: readout, ``"sum"`` or ``"mean"``. dropout: before the classifier.
+        pooling: readout, ``"sum"``, ``"mean"`` or ``"logit_sum"`` (node logits summed). dropout: before the
+            classifier.
         select: which model is scored on the test split: ``"val"``, the checkpoint with the best validation score
             (ROC-AUC, accuracy when K > 2) among ``val_checks`` evenly spaced checks, as the Mirage, DosCond and KiDD
             code do; ``"final"``, the last one (also used when the dataset has no validation graphs).

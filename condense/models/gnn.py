@@ -26,7 +26,7 @@ from condense.registry import Registry
 
 __all__ = ["GNN", "GCNLayer", "GINLayer", "GATLayer", "GNNS", "create_gnn", "list_gnns", "global_pool", "POOLINGS"]
 
-POOLINGS = ("sum", "mean")
+POOLINGS = ("sum", "mean", "logit_sum")
 
 
 def global_pool(
@@ -199,8 +199,19 @@ class GNN(nn.Module):
         deg: torch.Tensor | None = None,
         pool_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Class logits, (B, K); arguments as in :meth:`embed`."""
-        return self.head(self.dropout(self.embed(x, edge_index, batch, num_graphs, deg=deg, pool_mask=pool_mask)))
+        """Class logits, (B, K); arguments as in :meth:`embed`.
+
+        ``pooling="logit_sum"`` applies the classifier to every node and sums the node logits (bias included per
+        node), so a graph's score is the sum of its nodes' log-odds on the same scale whatever its size.
+        """
+        if self.pooling != "logit_sum":
+            return self.head(self.dropout(self.embed(x, edge_index, batch, num_graphs, deg=deg, pool_mask=pool_mask)))
+        if deg is None:
+            deg = torch.bincount(edge_index[1], minlength=x.shape[0]).to(x.dtype)
+        h = x
+        for conv in self.convs:
+            h = torch.relu(conv(h, edge_index, deg))
+        return global_pool(self.head(self.dropout(h)), batch, num_graphs, "sum", pool_mask)
 
 
 GNNS: Registry[Callable[..., GNN]] = Registry("gnn")

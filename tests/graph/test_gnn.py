@@ -91,3 +91,24 @@ def test_tree_root_equals_node_embedding(graphs, name: str, tol: float) -> None:
     err = float((real - tree).abs().max().detach() / real.abs().max().detach().clamp_min(1e-6))
     assert err < tol, f"{name}: relative error {err:.3g}"
     assert np.array_equal(np.bincount(tb.batch.numpy()[tb.pool_mask.numpy()]), np.ones(n))
+
+
+@pytest.mark.parametrize("name", GNNS)
+def test_logit_sum_readout_sums_node_logits(graphs, name: str) -> None:
+    """logit_sum: the head scores every node (bias included) and a graph's logits are the sum of its nodes'."""
+    net = create_gnn(name, in_dim=graphs.in_dim, num_classes=2, pooling="logit_sum")
+    b = graphs.batch(graphs.train_idx[:3])
+    out = net(b.x, b.edge_index, b.batch, b.num_graphs)
+    node = net.head(
+        torch.relu(net.convs[1](torch.relu(net.convs[0](b.x, b.edge_index, _deg(b))), b.edge_index, _deg(b)))
+    )
+    want = torch.zeros(3, 2).index_add_(0, b.batch, node)
+    torch.testing.assert_close(out, want, atol=1e-4, rtol=1e-4)
+    mask = torch.zeros(b.x.shape[0], dtype=torch.bool)
+    mask[::2] = True
+    masked = net(b.x, b.edge_index, b.batch, b.num_graphs, pool_mask=mask)
+    torch.testing.assert_close(masked, torch.zeros(3, 2).index_add_(0, b.batch[mask], node[mask]), atol=1e-4, rtol=1e-4)
+
+
+def _deg(b) -> torch.Tensor:
+    return torch.bincount(b.edge_index[1], minlength=b.x.shape[0]).float()
