@@ -186,8 +186,9 @@ def test_support_selection_on_carved_validation(graphs) -> None:
     over = {"support_candidates": (0.3, 0.1), "select_steps": 50, "cap_by_ipc": False}
     syn = distill("mirage", graphs, ipc=1, overrides=over)
     sel = syn.meta["support_selection"]
-    assert sel["chosen"] in (0.3, 0.1) and sel["readout"] in ("sum", "mean") and syn.meta["readout"] == sel["readout"]
-    assert set(sel["scores"]) == {"0.3/sum", "0.3/mean", "0.1/sum", "0.1/mean"}
+    readouts = ("sum", "mean", "logit_sum")
+    assert sel["chosen"] in (0.3, 0.1) and sel["readout"] in readouts and syn.meta["readout"] == sel["readout"]
+    assert set(sel["scores"]) == {f"{t}/{r}" for t in (0.3, 0.1) for r in readouts}
     assert sel["fit_graphs"] + sel["val_graphs"] == len(graphs.train_idx) and sel["val_graphs"] > 0
     assert syn.meta["min_support_used"] == [sel["chosen"]] * graphs.num_classes
     fixed = distill("mirage", graphs, ipc=1, overrides={"cap_by_ipc": False, "min_support": (sel["chosen"],)})
