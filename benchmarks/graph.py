@@ -11,8 +11,8 @@ ROC-AUC x 100 there; fractions here), accuracy otherwise; both are in every row.
 
 Paper targets (Gupta et al., ICLR 2024, arXiv:2310.09486, as quoted in shared/reference/graph.md, [secondary]):
 NCI1 / GCN ROC-AUC 68.2 (Mirage) vs 60.7 (Random, sum pooling), NCI1 summary 318 bytes, distillation >= 100x
-faster than DosCond. DosCond (``condense.methods.doscond``, its NCI1 script's settings, matching with the protocol's
-GCN) distills as many graphs per class as random gets, on the same CPU and thread count as Mirage; the ratio of the
+faster than DosCond. DosCond (``condense.methods.doscond``, its script's settings and GCN) distills as many graphs
+per class as random gets, on the same CPU and thread count as Mirage; the ratio of the
 two distillation times is reported twice: against Mirage's mining alone, and against mining plus its validation
 selection of theta. (The paper ran DosCond on an A100 and Mirage on a CPU.)
 
