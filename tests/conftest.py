@@ -1,4 +1,5 @@
-"""Shared pytest options and fixtures: --runslow, the real_data and gpu markers, a cached digits dataset."""
+"""Shared pytest fixtures: the real_data and gpu markers (skipped only when the data or CUDA is absent), a cached
+digits dataset."""
 
 from __future__ import annotations
 
@@ -17,16 +18,9 @@ torch.set_num_threads(1)
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    skip_slow = pytest.mark.skip(reason="slow test: pass --runslow to run it")
     skip_gpu = pytest.mark.skip(reason="needs CUDA, none available")
     for item in items:
-        if "slow" in item.keywords and not config.getoption("--runslow"):
-            item.add_marker(skip_slow)
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
         if "real_data" in item.keywords and not SHARED_DATA.is_dir():

@@ -12,7 +12,7 @@ from condense.config import config_to_dict
 from condense.errors import MismatchError
 from condense.synthetic import SyntheticSet
 
-__all__ = ["TreeVocab", "computation_tree_ids", "graph_subset_set"]
+__all__ = ["TreeVocab", "computation_tree_ids", "graph_set", "graph_subset_set"]
 
 
 class TreeVocab:
@@ -77,6 +77,24 @@ def computation_tree_ids(
     return ids, vocab
 
 
+def graph_set(
+    data: Any, method: str, ipc: int, tensors: dict[str, torch.Tensor], labels: torch.Tensor, cfg: Any, meta: dict
+) -> SyntheticSet:
+    """A ``graph_summary`` SyntheticSet of ``data``'s classes: the one artifact shape of every graph method."""
+    return SyntheticSet(
+        images=None,
+        labels=labels,
+        classes=list(data.classes),
+        method=method,
+        dataset=data.name,
+        ipc=ipc,
+        tensors=tensors,
+        config=config_to_dict(cfg),
+        meta=meta,
+        kind="graph_summary",
+    )
+
+
 def graph_subset_set(data: Any, idx: torch.Tensor, method: str, ipc: int, cfg: Any, extra: dict | None = None):
     """A ``graph_summary`` SyntheticSet holding the real graphs ``idx`` of ``data`` (shared by graph coresets)."""
     from condense.data.tu import GraphData, pack_graphs
@@ -94,15 +112,4 @@ def graph_subset_set(data: Any, idx: torch.Tensor, method: str, ipc: int, cfg: A
         "data": data.describe(),
         **(extra or {}),
     }
-    return SyntheticSet(
-        images=None,
-        labels=data.y[idx].to(torch.int64),
-        classes=list(data.classes),
-        method=method,
-        dataset=data.name,
-        ipc=ipc,
-        tensors=tensors,
-        config=config_to_dict(cfg),
-        meta=meta,
-        kind="graph_summary",
-    )
+    return graph_set(data, method, ipc, tensors, data.y[idx].to(torch.int64), cfg, meta)

@@ -13,7 +13,15 @@ import torch
 
 from condense.errors import ConfigError, DataFormatError
 
-__all__ = ["init_images", "class_major_labels", "ClassSampler", "siamese_augment", "make_synthetic", "INIT_MODES"]
+__all__ = [
+    "init_images",
+    "fresh_model",
+    "class_major_labels",
+    "ClassSampler",
+    "siamese_augment",
+    "make_synthetic",
+    "INIT_MODES",
+]
 
 INIT_MODES = ("real", "noise")
 
@@ -78,6 +86,19 @@ def init_images(data: Any, ipc: int, mode: str, generator: torch.Generator) -> t
     # copy into a fresh tensor: canonical NCHW strides whatever the dataset's layout (C = 1 admits several)
     real = data.x_train[idx]
     return torch.empty(real.shape, dtype=torch.float32, device=device).copy_(real), labels
+
+
+def fresh_model(name: str, data: Any, device: torch.device | str, gen: torch.Generator) -> torch.nn.Module:
+    """A randomly initialized image model from a generator-drawn seed, built directly on ``device``, in train mode
+    (DC/DSA match its gradients, DM uses it frozen as an embedding)."""
+    from condense.models import create_model
+
+    seed = int(torch.randint(0, 2**31 - 1, (), generator=gen, device=gen.device))
+    with torch.device(device):
+        net = create_model(
+            name, in_channels=data.channels, num_classes=data.num_classes, image_size=data.image_size, seed=seed
+        )
+    return net.train()
 
 
 def real_data_runtime(data: Any, cfg: Any, device: torch.device | str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ import torch
 
 from condense.config import check_range
 from condense.errors import ConfigError
-from condense.methods._trajectory import TrajectoryConfig, TrajectoryMatcher, expert_logits
+from condense.methods._trajectory import DIGITS_PRESET, TrajectoryConfig, TrajectoryMatcher, expert_logits
 from condense.methods.base import MatchState, register_method
 
 __all__ = ["DATM", "DATMConfig", "PRESETS"]
@@ -155,6 +155,13 @@ def _p(ds, ipc, n, m, lo, cur, top, grow, lr_img, lr_lr, lr_y, batch, init="corr
     return d
 
 
+_DIGITS = {
+    **DIGITS_PRESET,
+    "min_start_epoch": 0,
+    "current_max_start_epoch": 2,
+    "expansion_end_iterations": 30,
+    "lr_y": 2.0,
+}
 PRESETS: dict[str, dict] = {
     "cifar10-ipc1": _p("CIFAR-10", 1, 80, 2, 0, None, 4, None, 100, 1e-7, 5, 10, threshold=1.1),
     "cifar10-ipc10": _p("CIFAR-10", 10, 80, 2, 0, 10, 20, 1000, 100, 1e-5, 2, 100),
@@ -168,40 +175,8 @@ PRESETS: dict[str, dict] = {
     "tinyimagenet-ipc1": _p("TinyImageNet", 1, 40, 2, 0, 15, 20, 2000, 10000, 1e-4, 10, 200),
     "tinyimagenet-ipc10": _p("TinyImageNet", 10, 40, 2, 10, None, 50, None, 100, 1e-4, 10, 500),
     "tinyimagenet-ipc50": _p("TinyImageNet", 50, 20, 2, 40, None, 70, None, 100, 1e-4, 10, 1000),
-    # digits: tuned here (CPU minutes) on a convnetd2/width-32 flat buffer; not from a paper
-    "digits-ipc1": dict(
-        num_iterations=60,
-        syn_steps=20,
-        expert_epochs=2,
-        min_start_epoch=0,
-        current_max_start_epoch=2,
-        max_start_epoch=3,
-        expansion_end_iterations=30,
-        lr_img=100.0,
-        lr_lr=1e-5,
-        lr_teacher=0.05,
-        augment="dsa_noflip",
-        lr_y=2.0,
-        batch_syn=None,
-        threshold=1.1,
-        source="condense: tuned on digits (CPU minutes), not from a paper",
-    ),
-    "digits-ipc10": dict(
-        num_iterations=60,
-        syn_steps=20,
-        expert_epochs=2,
-        min_start_epoch=0,
-        current_max_start_epoch=2,
-        max_start_epoch=3,
-        expansion_end_iterations=30,
-        lr_img=100.0,
-        lr_lr=1e-5,
-        lr_teacher=0.05,
-        augment="dsa_noflip",
-        lr_y=2.0,
-        batch_syn=50,
-        threshold=1.0,
-        source="condense: tuned on digits (CPU minutes), not from a paper",
-    ),
+    # digits: the shared preset (``_trajectory.DIGITS_PRESET``, on a flat buffer) plus DATM's window and labels
+    "digits-ipc1": {**_DIGITS, "batch_syn": None, "threshold": 1.1},
+    "digits-ipc10": {**_DIGITS, "batch_syn": 50, "threshold": 1.0},
 }
 DATM.presets = PRESETS

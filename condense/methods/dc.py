@@ -45,6 +45,7 @@ from condense.data.base import ImageData
 from condense.errors import ConfigError
 from condense.methods._init import (
     INIT_MODES,
+    fresh_model,
     init_images,
     make_synthetic,
     real_data_runtime,
@@ -256,7 +257,7 @@ class DC(Matcher):
         device, aug = rt["device"], rt["aug"]
         lr = float(state.scalars["lr_img"])
 
-        net = _fresh_net(cfg.model, data, device, gen)
+        net = fresh_model(cfg.model, data, device, gen)
         params = {n: p.detach() for n, p in net.named_parameters()}
         train_grad = grad(_ce_fn(net))
         loss_sum = 0.0
@@ -304,18 +305,6 @@ class DSA(DC):
 
     Config: ClassVar[type] = DSAConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {}  # filled below
-
-
-def _fresh_net(name: str, data: ImageData, device: torch.device, gen: torch.Generator) -> torch.nn.Module:
-    """A randomly initialized network from a generator-drawn seed, built on ``device``, in train mode."""
-    from condense.models import create_model
-
-    seed = int(torch.randint(0, 2**31 - 1, (), generator=gen, device=gen.device))
-    with torch.device(device):
-        net = create_model(
-            name, in_channels=data.channels, num_classes=data.num_classes, image_size=data.image_size, seed=seed
-        )
-    return net.train()
 
 
 # ----------------------------------------------------------------------------------------------------------------------

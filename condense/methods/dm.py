@@ -36,6 +36,7 @@ from condense.data.base import ImageData
 from condense.errors import ConfigError
 from condense.methods._init import (
     INIT_MODES,
+    fresh_model,
     init_images,
     make_synthetic,
     real_data_runtime,
@@ -109,7 +110,7 @@ class DM(Matcher):
         k, ipc = data.num_classes, int(state.scalars["ipc"])
         images, buf = state.tensors["images"], state.tensors["momentum"]
 
-        net = _embedding_net(cfg.model, data, rt["device"], gen)
+        net = fresh_model(cfg.model, data, rt["device"], gen).requires_grad_(False)
         real = rt["x_train"][rt["sampler"].sample(cfg.batch_real, gen)]  # (K, B, C, H, W)
         syn = images.detach().requires_grad_(True)
         real_aug, syn_aug = siamese_augment(rt["aug"], real, syn.view(k, ipc, *images.shape[1:]), gen)
@@ -148,18 +149,6 @@ def dm_loss(net: torch.nn.Module, real: torch.Tensor, syn: torch.Tensor) -> torc
         mu_real = net.embed(real.flatten(0, 1)).view(k, real.shape[1], -1).mean(1)
     mu_syn = net.embed(syn.flatten(0, 1)).view(k, syn.shape[1], -1).mean(1)
     return (mu_real - mu_syn).pow(2).sum()
-
-
-def _embedding_net(name: str, data: ImageData, device: torch.device, gen: torch.Generator) -> torch.nn.Module:
-    """A fresh random network from a generator-drawn seed, built directly on ``device``, frozen, in train mode."""
-    from condense.models import create_model
-
-    seed = int(torch.randint(0, 2**31 - 1, (), generator=gen, device=gen.device))
-    with torch.device(device):
-        net = create_model(
-            name, in_channels=data.channels, num_classes=data.num_classes, image_size=data.image_size, seed=seed
-        )
-    return net.train().requires_grad_(False)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

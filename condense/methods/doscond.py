@@ -46,8 +46,9 @@ from typing import Any
 import torch
 from torch.func import functional_call, grad, vmap
 
-from condense.config import check_range, config_to_dict
+from condense.config import check_range
 from condense.errors import ConfigError, MismatchError
+from condense.methods._graph import graph_set
 from condense.methods.base import Matcher, MatchState, RunContext, register_method
 from condense.synthetic import SyntheticSet
 
@@ -331,18 +332,8 @@ class DosCond(Matcher):
             "matching_gcn": {"hidden": rt["hidden"], "layers": rt["layers"], "pooling": rt["pooling"]},
             "data": data.describe(),
         }
-        return SyntheticSet(
-            images=None,
-            labels=labels,
-            classes=list(data.classes),
-            method="doscond",
-            dataset=data.name,
-            ipc=int(state.scalars["ipc"]),
-            tensors=tensors,
-            config=config_to_dict(cfg),
-            meta={**meta, "per_class": [int((labels == c).sum()) for c in range(k)]},
-            kind="graph_summary",
-        )
+        meta["per_class"] = [int((labels == c).sum()) for c in range(k)]
+        return graph_set(data, "doscond", int(state.scalars["ipc"]), tensors, labels, cfg, meta)
 
 
 def _adam(p: torch.Tensor, m: torch.Tensor, v: torch.Tensor, g: torch.Tensor, lr: float, t: int) -> None:

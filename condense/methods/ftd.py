@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from condense.errors import ConfigError
-from condense.methods._trajectory import TrajectoryConfig, TrajectoryMatcher
+from condense.methods._trajectory import DIGITS_PRESET, TrajectoryConfig, TrajectoryMatcher
 from condense.methods.base import MatchState, RunContext, register_method
 
 __all__ = ["FTD", "FTDConfig", "PRESETS"]
@@ -98,31 +98,8 @@ PRESETS: dict[str, dict] = {
     "cifar100-ipc50": _p(80, 2, 40, 1000, 1e-5, 0.01, 0.999, batch=1000),
     "tinyimagenet-ipc1": _p(30, 2, 10, 10000, 1e-4, 0.01, 0.999),
     "tinyimagenet-ipc10": _p(20, 2, 40, 10000, 1e-4, 0.01, 0.999, batch=500),
-    # digits: tuned here (CPU minutes) on a convnetd2/width-32 flat buffer; not from a paper
-    "digits-ipc1": dict(
-        num_iterations=60,
-        syn_steps=20,
-        expert_epochs=2,
-        max_start_epoch=3,
-        lr_img=100.0,
-        lr_lr=1e-5,
-        lr_teacher=0.05,
-        augment="dsa_noflip",
-        ema_decay=0.9,
-        source="condense: tuned on digits (CPU minutes), not from a paper",
-    ),
-    "digits-ipc10": dict(
-        num_iterations=60,
-        syn_steps=20,
-        expert_epochs=2,
-        max_start_epoch=3,
-        lr_img=100.0,
-        lr_lr=1e-5,
-        lr_teacher=0.05,
-        augment="dsa_noflip",
-        ema_decay=0.9,
-        batch_syn=50,
-        source="condense: tuned on digits (CPU minutes), not from a paper",
-    ),
+    # digits: the shared preset (``_trajectory.DIGITS_PRESET``, on a flat buffer) plus the EMA of the images
+    "digits-ipc1": {**DIGITS_PRESET, "ema_decay": 0.9},
+    "digits-ipc10": {**DIGITS_PRESET, "ema_decay": 0.9, "batch_syn": 50},
 }
 FTD.presets = PRESETS

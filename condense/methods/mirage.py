@@ -82,9 +82,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from condense.config import check_range, config_to_dict
+from condense.config import check_range
 from condense.errors import ConfigError, IntegrityError, MismatchError
-from condense.methods._graph import TreeVocab, computation_tree_ids
+from condense.methods._graph import TreeVocab, computation_tree_ids, graph_set
 from condense.methods.base import Method, RunContext, register_method
 from condense.synthetic import SyntheticSet
 
@@ -300,18 +300,7 @@ class Mirage(Method):
             "data": data.describe(),
             "ipc_meaning": "cap on tree-sets per class" if cfg.cap_by_ipc else "ignored",
         }
-        return SyntheticSet(
-            images=None,
-            labels=labels,
-            classes=list(data.classes),
-            method="mirage",
-            dataset=data.name,
-            ipc=ipc,
-            tensors=tensors,
-            config=config_to_dict(cfg),
-            meta=meta,
-            kind="graph_summary",
-        )
+        return graph_set(data, "mirage", ipc, tensors, labels, cfg, meta)
 
 
 def _mine_summary(
@@ -434,22 +423,8 @@ def _select_support(data: Any, cfg: MirageConfig, ipc: int) -> dict[str, Any]:
         except ConfigError:  # too many tree-sets (or none) at this theta
             scores.update({f"{th}/{r}": None for r in readouts})
             continue
-        syn = SyntheticSet(
-            images=None,
-            labels=labels,
-            classes=list(data.classes),
-            method="mirage",
-            dataset=data.name,
-            ipc=ipc,
-            tensors=tensors,
-            config=config_to_dict(cfg),
-            meta={
-                "summary": "mirage_tree_sets",
-                "class_sizes": info["class_sizes"],
-                "num_node_labels": data.num_node_labels,
-            },
-            kind="graph_summary",
-        )
+        meta = {"summary": "mirage_tree_sets", "class_sizes": info["class_sizes"]}
+        syn = graph_set(data, "mirage", ipc, tensors, labels, cfg, {**meta, "num_node_labels": data.num_node_labels})
         batch, weights, layers = to_training_batch(syn, data)
         sizes[str(th)] = int(labels.numel())
         for r in readouts:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from condense.methods._trajectory import TrajectoryConfig, TrajectoryMatcher
+from condense.methods._trajectory import DIGITS_PRESET, TrajectoryConfig, TrajectoryMatcher
 from condense.methods.base import register_method
 
 __all__ = ["MTT", "MTTConfig", "PRESETS"]
@@ -98,29 +98,9 @@ PRESETS: dict[str, dict] = {
     "tinyimagenet-ipc50": dict(
         syn_steps=20, expert_epochs=2, max_start_epoch=40, lr_img=10000.0, lr_lr=1e-4, lr_teacher=0.01, batch_syn=300
     ),
-    # digits (8x8, 10 classes): tuned here for CPU minutes on the buffer of ``TrajectoryMatcher.demo_buffer``
-    # (convnetd2 width 32, SGD lr 0.05, batch 64, 6 epochs; tests/methods/conftest.py records the same); not a paper.
-    "digits-ipc1": dict(
-        num_iterations=60,
-        syn_steps=20,
-        expert_epochs=2,
-        max_start_epoch=3,
-        lr_img=100.0,
-        lr_lr=1e-5,
-        lr_teacher=0.05,
-        augment="dsa_noflip",
-    ),
-    "digits-ipc10": dict(
-        num_iterations=60,
-        syn_steps=20,
-        expert_epochs=2,
-        max_start_epoch=3,
-        lr_img=100.0,
-        lr_lr=1e-5,
-        lr_teacher=0.05,
-        augment="dsa_noflip",
-        batch_syn=50,
-    ),
+    # digits: the shared CPU-minutes preset of the trajectory matchers (``_trajectory.DIGITS_PRESET``)
+    "digits-ipc1": dict(DIGITS_PRESET),
+    "digits-ipc10": {**DIGITS_PRESET, "batch_syn": 50},
 }
 for _k, _v in PRESETS.items():
     _v["source"] = _SRC if not _k.startswith("digits") else "condense: tuned on digits (CPU minutes), not from a paper"

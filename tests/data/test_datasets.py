@@ -389,3 +389,29 @@ def test_real_cifar10_npz(shared_data: Path) -> None:
     assert data.y_test[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
     # Normalized with the dataset's own channel means, so each channel's mean is ~0.
     assert data.x_train[:5000].mean(dim=(0, 2, 3)).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_pickled_batch_reader_matches_pickle(protocol: int) -> None:
+    """The opcode-level reader rebuilds what pickle would, for every array layout a batch may hold, and refuses
+    object arrays (they would need pickle to rebuild)."""
+    from condense.data.cifar import read_pickled_batch
+
+    obj = {
+        "data": np.arange(24, dtype=np.uint8).reshape(4, 6),
+        "big": np.arange(6, dtype=">i4").reshape(2, 3),
+        "fortran": np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3)),
+        "labels": [1, 2, 3, 4],
+        "names": ("a", b"b"),
+        "n": 3,
+        "x": 0.5,
+        "none": None,
+    }
+    back = read_pickled_batch(pickle.dumps(obj, protocol=protocol))
+    assert back.keys() == obj.keys() and back["labels"] == obj["labels"] and back["names"] == obj["names"]
+    for k in ("data", "big", "fortran"):
+        np.testing.assert_array_equal(back[k], obj[k])
+        assert back[k].dtype == obj[k].dtype
+    assert (back["n"], back["x"], back["none"]) == (3, 0.5, None)
+    with pytest.raises(ValueError, match="object"):
+        read_pickled_batch(pickle.dumps({"data": np.array([None, 1], dtype=object)}, protocol=protocol))

@@ -12,14 +12,6 @@ from condense.methods.dc import DCConfig, DSAConfig, get_loops, gradient_matchin
 from condense.models import create_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_get_loops_table_and_fallback():
     assert get_loops(1) == (1, 1) and get_loops(10) == (10, 50) and get_loops(50) == (50, 10)
     assert get_loops(20) == (20, 25) and get_loops(30) == (30, 20) and get_loops(40) == (40, 15)

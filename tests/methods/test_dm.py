@@ -20,14 +20,6 @@ from condense.models import create_model
 QUALITY_EVAL = dict(models=["convnet"], seeds=2, epochs=200, seed=0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_dm_beats_random_real_ipc10(digits):
     t0 = time.perf_counter()
     syn = distill("dm", digits, ipc=10, generator=torch.Generator().manual_seed(0), run=RunContext(quiet=True))

@@ -35,14 +35,6 @@ REPO = Path(__file__).resolve().parents[2]
 TINY_DM = {"num_iterations": 6, "batch_real": 8}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # A toy matcher: a random walk on the pixels, with switches that inject NaN
 # ----------------------------------------------------------------------------------------------------------------------
