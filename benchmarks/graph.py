@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import print_result  # noqa: E402
+from _common import peak_memory_mb, print_result, reset_peak_memory, rss_mb  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "tu"
@@ -76,10 +76,13 @@ def run_dataset(
     sel = syn.meta["support_selection"]
     fixed = {"cap_by_ipc": False, "min_support": (sel["chosen"],), "readout": sel["readout"]}
     times = []
+    base = rss_mb()
+    reset_peak_memory("cpu")
     for _ in range(3):
         t0 = time.perf_counter()
         again = distill("mirage", data, ipc=1, overrides=fixed)
         times.append(time.perf_counter() - t0)
+    mirage_peak = max(0.0, peak_memory_mb("cpu") - base)  # resident-set growth over the process before mining
     assert all(torch.equal(again.tensors[t], syn.tensors[t]) for t in syn.tensors)
     with tempfile.TemporaryDirectory() as tmp:
         file_bytes = syn.save(Path(tmp) / "summary").stat().st_size
@@ -98,15 +101,18 @@ def run_dataset(
         hs = distill("herding_graphs", data, ipc=per_class)
         rows["herding"] = evaluate_graph_set(hs, data, gnns, seeds=seeds, protocol=protocol)
         log(f"  herding {rows['herding']['seconds']} s")
-    dos_seconds = None
+    dos_seconds = dos_peak = None
     if doscond_iterations:
         from condense.methods.base import RunContext
 
+        base = rss_mb()
+        reset_peak_memory("cpu")
         t0 = time.perf_counter()
         ds_syn = distill(
             "doscond", data, ipc=per_class, overrides={"num_iterations": doscond_iterations}, run=RunContext(quiet=True)
         )
         dos_seconds = time.perf_counter() - t0
+        dos_peak = max(0.0, peak_memory_mb("cpu") - base)
         rows["doscond"] = evaluate_graph_set(ds_syn, data, gnns, seeds=seeds, protocol=protocol)
         rows["doscond"]["summary_bytes"] = ds_syn.meta["summary_bytes"]
         log(f"  doscond {doscond_iterations} iterations: distill {dos_seconds:.1f} s, {rows['doscond']['seconds']} s")
@@ -133,6 +139,9 @@ def run_dataset(
                 "tree_sets_per_class": syn.meta["tree_sets_per_class"],
                 "distill_seconds": round(statistics.median(times), 4),
                 "distill_seconds_runs": [round(t, 4) for t in times],
+                "distill_peak_memory_mb": round(mirage_peak, 1),
+                "doscond_peak_memory_mb": round(dos_peak, 1) if dos_peak is not None else None,
+                "distill_graphs_per_second": round(len(data.train_idx) / statistics.median(times), 1),
                 "distill_seconds_with_selection": round(select_seconds, 3),
                 "min_support": sel["chosen"],
                 "readout": sel["readout"],
