@@ -30,13 +30,14 @@ from _common import peak_memory_mb, print_result, reset_peak_memory, summarize_m
 
 def _per_class_step(method, state, it, gen):
     """One DM iteration with the authors' per-class loop (reference timing only)."""
-    from condense.methods._init import fresh_model
+    from condense.models import create_model_for
+    from condense.seeding import seed_from
 
     rt = state.runtime
     cfg, data, aug = rt["cfg"], rt["data"], rt["aug"]
     k, ipc = data.num_classes, int(state.scalars["ipc"])
     images, buf = state.tensors["images"], state.tensors["momentum"]
-    net = fresh_model(cfg.model, data, rt["device"], gen).requires_grad_(False)
+    net = create_model_for(cfg.model, data, seed=seed_from(gen), device=rt["device"]).train().requires_grad_(False)
     idx = rt["sampler"].sample(cfg.batch_real, gen)
     syn = images.detach().requires_grad_(True)
     loss = torch.zeros((), device=images.device)

@@ -10,8 +10,7 @@ Example:
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from condense._version import __version__
 from condense.data import ImageData, list_datasets, load_dataset
 from condense.errors import CondenseError
 from condense.eval import evaluate, random_real_baseline

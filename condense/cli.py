@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from condense import __version__
+from condense._version import __version__
 from condense.errors import CondenseError, ConfigError
 
 logger = logging.getLogger("condense")

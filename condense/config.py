@@ -6,13 +6,22 @@ import dataclasses
 import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from condense.errors import ConfigError, UnknownNameError
 from condense.registry import did_you_mean
 
-__all__ = ["config_to_dict", "config_from_dict", "parse_overrides", "resolve_config", "check_range"]
+__all__ = [
+    "config_to_dict",
+    "config_from_dict",
+    "parse_overrides",
+    "resolve_config",
+    "check_range",
+    "check_choice",
+    "preset",
+    "preset_key",
+]
 
 C = TypeVar("C")
 
@@ -134,3 +143,30 @@ def check_range(
         hi_s = "inf" if hi is None else f"{hi}"
         br = "(" if lo_open else "["
         raise ConfigError(f"{name}={value!r} is out of range; allowed {br}{lo_s}, {hi_s}]")
+
+
+def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is one of ``allowed`` (with a did-you-mean for strings)."""
+    if value in allowed:
+        return
+    hint = did_you_mean(value, [str(a) for a in allowed]) if isinstance(value, str) else ""
+    raise ConfigError(f"{name}={value!r} is not allowed{hint} choose one of: {', '.join(map(str, allowed))}")
+
+
+def preset(*, source: str, **fields: Any) -> dict[str, Any]:
+    """One preset entry: config field overrides plus the ``source`` (paper table, README row) they come from.
+
+    Presets are keyword data (timm's ``_cfg``); a missing source is an error, so every value stays traceable.
+
+    Example:
+        >>> preset(source="MTT Table 6", syn_steps=50, lr_img=1000.0)["syn_steps"]
+        50
+    """
+    if not source:
+        raise ConfigError("a preset needs a non-empty source (the paper table or README row its values come from)")
+    return {"source": source, **fields}
+
+
+def preset_key(dataset: str, ipc: int | None = None) -> str:
+    """The one preset key scheme: ``"<dataset>-ipc<N>"``, or ``"<dataset>"`` for per-dataset settings."""
+    return dataset if ipc is None else f"{dataset}-ipc{ipc}"

@@ -23,6 +23,10 @@ __all__ = [
     "sha256_bytes",
     "save_tensors",
     "load_tensors",
+    "read_metadata",
+    "provenance",
+    "stamp",
+    "check_stamp",
 ]
 
 
@@ -118,3 +122,73 @@ def load_tensors(path: str | Path, expected_sha256: str | None = None) -> dict[s
         return load(blob)
     except Exception as e:  # safetensors raises its own error types
         raise IntegrityError(f"'{path}' is not a valid safetensors file ({e})") from e
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The ``__metadata__`` map of a safetensors file's JSON header, read without loading any tensor.
+
+    Raises:
+        DataNotFoundError: the file is absent.
+        IntegrityError: the header is truncated or not JSON.
+    """
+    import struct
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"file not found: '{path}'")
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise IntegrityError(f"'{path}' is not a safetensors file (shorter than its 8-byte header length)")
+        (n,) = struct.unpack("<Q", head)
+        if n > 100_000_000:
+            raise IntegrityError(f"'{path}' is not a safetensors file (header length {n} is implausible)")
+        raw = f.read(n)
+    if len(raw) != n:
+        raise IntegrityError(f"'{path}' is truncated inside its safetensors header")
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise IntegrityError(f"'{path}' has a corrupt safetensors header ({e})") from e
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise IntegrityError(f"'{path}' has a malformed safetensors metadata block")
+    return {str(k): str(v) for k, v in meta.items()}
+
+
+def provenance() -> dict[str, Any]:
+    """Who wrote a file: condense and torch versions, the Python version, the platform and a UTC timestamp."""
+    import datetime
+    import platform
+
+    from condense._version import __version__
+
+    return {
+        "condense": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def stamp(fmt: str, version: int) -> dict[str, Any]:
+    """The header every condense file format starts with: ``{"format", "format_version", "provenance"}``."""
+    return {"format": fmt, "format_version": int(version), "provenance": provenance()}
+
+
+def check_stamp(header: Mapping[str, Any], fmt: str, version: int, path: str | Path) -> None:
+    """Refuse a header whose ``format`` or ``format_version`` is not ``fmt``/``version``, naming the file.
+
+    Raises:
+        IntegrityError: another format, or a version this condense cannot read.
+    """
+    got_fmt = header.get("format")
+    if got_fmt != fmt:
+        raise IntegrityError(f"'{path}' is not a {fmt} file (format {got_fmt!r})")
+    got = header.get("format_version")
+    if got != version and str(got) != str(version):
+        raise IntegrityError(
+            f"'{path}' has {fmt} format version {got!r}; this condense reads version {version}. "
+            "Re-create the file with this version of condense"
+        )

@@ -19,8 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import datetime as _dt
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +26,13 @@ from typing import Any
 import torch
 
 from condense.errors import DataNotFoundError, IntegrityError, MismatchError
-from condense.io import load_tensors, read_json, save_tensors, write_json_atomic
+from condense.io import check_stamp, load_tensors, read_json, save_tensors, stamp, write_json_atomic
 
 __all__ = ["SyntheticSet", "FORMAT_VERSION", "sidecar_path"]
 
-FORMAT_VERSION = 1
+FORMAT = "condense.SyntheticSet"
+#: 2: the shared stamp (``format_version`` and top-level ``provenance``), as buffers and checkpoints.
+FORMAT_VERSION = 2
 _KINDS = ("images", "graph_summary")
 _ZCA_KEYS = ("zca_mean", "zca_matrix", "zca_inverse")
 
@@ -51,17 +51,6 @@ def _tensor_path(path: str | Path) -> Path:
     return p
 
 
-def _provenance() -> dict[str, Any]:
-    from condense import __version__
-
-    return {
-        "condense": __version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
 @dataclass
 class SyntheticSet:
     """A distilled dataset with everything needed to train on it the way it was evaluated.
@@ -78,8 +67,10 @@ class SyntheticSet:
         preprocessing: ``{"mean", "std", "zca"}`` as recorded by the dataset; images live in that space.
         tensors: extra named tensors (ZCA matrices, graph summary arrays).
         config: the resolved method config.
-        meta: free JSON (label kind, soft-label temperature, provenance, notes).
+        meta: free JSON (label kind, soft-label temperature, notes).
         kind: "images" or "graph_summary".
+        provenance: who wrote the file (condense/torch/python versions, time); filled on :meth:`load`, written anew
+            by :meth:`save`.
 
     Shape:
         images: (N, C, H, W), float32, normalized (and ZCA-whitened when preprocessing["zca"] is set).
@@ -98,6 +89,7 @@ class SyntheticSet:
     config: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     kind: str = "images"
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -167,12 +159,9 @@ class SyntheticSet:
         """Write ``<path>.safetensors`` + ``<path>.json`` atomically; returns the tensor file's path."""
         tpath = _tensor_path(path)
         tensors = self._all_tensors()
-        digest = save_tensors(
-            tpath, tensors, metadata={"format": "condense.SyntheticSet", "version": str(FORMAT_VERSION)}
-        )
+        digest = save_tensors(tpath, tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
         meta = {
-            "format": "condense.SyntheticSet",
-            "version": FORMAT_VERSION,
+            **stamp(FORMAT, FORMAT_VERSION),
             "kind": self.kind,
             "method": self.method,
             "dataset": self.dataset,
@@ -182,7 +171,7 @@ class SyntheticSet:
             "lr": self.lr,
             "preprocessing": self.preprocessing,
             "config": self.config,
-            "meta": {**self.meta, "provenance": self.meta.get("provenance", _provenance())},
+            "meta": self.meta,
             "tensors": {
                 k: {"shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")} for k, v in tensors.items()
             },
@@ -207,12 +196,9 @@ class SyntheticSet:
                     f"synthetic set file '{p}' not found; an artifact is a '.safetensors' file plus its '.json' sidecar"
                 )
         meta = read_json(spath)
-        if not isinstance(meta, dict) or meta.get("format") != "condense.SyntheticSet":
+        if not isinstance(meta, dict):
             raise IntegrityError(f"'{spath}' is not a condense SyntheticSet sidecar")
-        if meta.get("version") != FORMAT_VERSION:
-            raise IntegrityError(
-                f"'{spath}' has format version {meta.get('version')}; this condense reads version {FORMAT_VERSION}"
-            )
+        check_stamp(meta, FORMAT, FORMAT_VERSION, spath)
         try:
             tensors = load_tensors(tpath, expected_sha256=meta["sha256"])
             recorded = meta["tensors"]
@@ -240,12 +226,49 @@ class SyntheticSet:
                 config=dict(meta["config"]),
                 meta=dict(meta["meta"]),
                 kind=str(meta["kind"]),
+                provenance=dict(meta.get("provenance") or {}),
             )
         except KeyError as e:
             raise IntegrityError(
                 f"'{spath}' lacks the field {e}; the sidecar is incomplete or from another tool"
             ) from e
         return syn
+
+    @classmethod
+    def from_tensors(
+        cls,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        data: Any,
+        method: str,
+        ipc: int,
+        cfg: Any,
+        *,
+        lr: float | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> SyntheticSet:
+        """Wrap a method's final tensors as an artifact carrying ``data``'s classes, preprocessing and ZCA matrices
+        (when the data is whitened) and the resolved config ``cfg`` (a config dataclass).
+
+        Shape:
+            images: (K * ipc, C, H, W), float; labels: (K * ipc,) int64 or (K * ipc, K) float soft labels.
+        """
+        from condense.config import config_to_dict
+
+        zca = getattr(data, "zca", None)
+        return cls(
+            images=images.detach().float().cpu().clone(),
+            labels=labels.detach().cpu().clone(),
+            classes=list(data.classes),
+            method=method,
+            dataset=data.name,
+            ipc=int(ipc),
+            lr=lr,
+            preprocessing=data.preprocessing(),
+            tensors={} if zca is None else {k: v.detach().cpu() for k, v in zca.to_tensors().items()},
+            config=config_to_dict(cfg),
+            meta=dict(meta or {}),
+        )
 
     # ------------------------------------------------------------------ use in other code
 

@@ -79,7 +79,7 @@ def test_sidecar_shape_mismatch_refused(tmp_path):
 def test_version_and_garbage_refused(tmp_path):
     path = _syn().save(tmp_path / "set.safetensors")
     meta = json.loads(sidecar_path(path).read_text())
-    meta["version"] = 99
+    meta["format_version"] = 99
     sidecar_path(path).write_text(json.dumps(meta))
     with pytest.raises(IntegrityError, match="version"):
         SyntheticSet.load(path)

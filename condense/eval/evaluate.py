@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from condense import seeding
 from condense.config import check_range
 from condense.data.base import ImageData
 from condense.eval.metrics import summarize
@@ -182,7 +183,7 @@ def random_real_baseline(
     row: dict[str, Any] = {}
     t0 = time.perf_counter()
     for s in range(seed, seed + seeds):
-        x, y = random_subset(data, ipc, torch.Generator().manual_seed(10_007 * s + 3))
+        x, y = random_subset(data, ipc, seeding.generator("condense-random-real", s))
         row = evaluate_tensors(x, y, data, models=models, seeds=[s], quiet=quiet, desc="random", **kwargs)
         for m, r in row["accuracy"].items():
             acc.setdefault(m, []).extend(r["runs"])

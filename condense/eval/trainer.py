@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from condense import seeding
 from condense.eval.protocol import EvalProtocol
 
 __all__ = ["train_and_test", "soft_target_loss", "seed_generator"]
@@ -32,8 +33,8 @@ logger = logging.getLogger("condense")
 
 
 def seed_generator(seed: int) -> torch.Generator:
-    """The per-seed CPU generator for batch order and augmentation (decorrelated from model init)."""
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + 17)
+    """The per-seed CPU generator for batch order and augmentation (a stream apart from model init)."""
+    return seeding.generator("condense-eval", seed)
 
 
 def soft_target_loss(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:

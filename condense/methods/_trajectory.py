@@ -285,7 +285,7 @@ class TrajectoryMatcher(Matcher):
         self.restore_runtime(state, data, cfg, run)
         device = state.runtime["device"]
         if cfg.init in ("real", "noise"):
-            from condense.methods._init import init_images
+            from condense.methods._classwise import init_images
 
             images, hard = init_images(data, ipc, cfg.init, gen)
         elif cfg.init == "correct":
@@ -338,7 +338,7 @@ class TrajectoryMatcher(Matcher):
                 f"the {buf.num_experts} experts of the buffer; use init='real'"
             )
         idx = torch.tensor([i for c in chosen for i in c], dtype=torch.long)
-        from condense.methods._init import class_major_labels
+        from condense.methods._classwise import class_major_labels
 
         return data.x_train[idx.to(data.x_train.device)].clone(), class_major_labels(data.num_classes, ipc)
 
@@ -364,7 +364,7 @@ class TrajectoryMatcher(Matcher):
                 taken.append(k)
             picks.extend(pool[torch.tensor(taken, device=pool.device)].tolist())
         idx = torch.tensor(picks, dtype=torch.long)
-        from condense.methods._init import class_major_labels
+        from condense.methods._classwise import class_major_labels
 
         return data.x_train[idx.to(data.x_train.device)].clone(), class_major_labels(data.num_classes, ipc)
 
@@ -459,7 +459,7 @@ class TrajectoryMatcher(Matcher):
     # ---------------------------------------------------------------- output
 
     def to_synthetic(self, state: MatchState) -> Any:
-        from condense.methods._init import make_synthetic
+        from condense.synthetic import SyntheticSet
 
         rt = state.runtime
         labels = state.tensors["labels"]
@@ -470,7 +470,7 @@ class TrajectoryMatcher(Matcher):
         }
         if labels.is_floating_point():
             meta.update(label_kind="logits", temperature=1.0)
-        return make_synthetic(
+        return SyntheticSet.from_tensors(
             self.final_images(state),
             labels,
             rt["data"],

@@ -39,7 +39,6 @@ References:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vjp
+
+from condense.models.params import ParamLayout
 
 __all__ = [
     "ParamLayout",
@@ -64,47 +65,6 @@ MODES = ("full", "lean")
 #: loss; default, about 1 ms less Python overhead per student step than ``func``) or ``func`` (``torch.func.grad`` and
 #: ``torch.func.vjp``). Both give the same numbers.
 ENGINES = ("autograd", "func")
-
-
-@dataclass(frozen=True)
-class ParamLayout:
-    """Names and shapes of a model's parameters, in the order of one flat vector.
-
-    The flat vector is the expert buffer's storage format; :meth:`unflatten` returns views (no copies), so the
-    gradient of anything computed from them flows back into the flat vector.
-
-    Example:
-        >>> import torch
-        >>> lay = ParamLayout.from_module(torch.nn.Linear(3, 2))
-        >>> lay.numel, sorted(lay.unflatten(torch.zeros(lay.numel)))
-        (8, ['bias', 'weight'])
-    """
-
-    names: tuple[str, ...]
-    shapes: tuple[tuple[int, ...], ...]
-
-    @classmethod
-    def from_module(cls, module: nn.Module) -> ParamLayout:
-        """Layout of ``module.named_parameters()`` (the order :func:`record_experts` flattens in)."""
-        items = list(module.named_parameters())
-        return cls(tuple(n for n, _ in items), tuple(tuple(p.shape) for _, p in items))
-
-    @property
-    def sizes(self) -> tuple[int, ...]:
-        return tuple(math.prod(s) for s in self.shapes)
-
-    @property
-    def numel(self) -> int:
-        return sum(self.sizes)
-
-    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Views of ``flat`` (P,) as a ``{name: tensor}`` dict for ``functional_call``."""
-        parts = torch.split(flat, self.sizes)
-        return {n: p.view(s) for n, p, s in zip(self.names, parts, self.shapes, strict=True)}
-
-    def flatten(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Concatenate ``params`` (in layout order) into one (P,) vector."""
-        return torch.cat([params[n].reshape(-1) for n in self.names])
 
 
 @dataclass

@@ -43,15 +43,15 @@ import torch.nn.functional as F
 from condense.config import check_range
 from condense.data.base import ImageData
 from condense.errors import ConfigError
-from condense.methods._init import (
+from condense.methods._classwise import (
     INIT_MODES,
-    fresh_model,
     init_images,
-    make_synthetic,
     real_data_runtime,
     siamese_augment,
 )
 from condense.methods.base import Matcher, MatchState, RunContext, register_method
+from condense.models import create_model_for
+from condense.seeding import seed_from
 from condense.synthetic import SyntheticSet
 
 __all__ = [
@@ -257,7 +257,7 @@ class DC(Matcher):
         device, aug = rt["device"], rt["aug"]
         lr = float(state.scalars["lr_img"])
 
-        net = fresh_model(cfg.model, data, device, gen)
+        net = create_model_for(cfg.model, data, seed=seed_from(gen), device=device).train()
         params = {n: p.detach() for n, p in net.named_parameters()}
         train_grad = grad(_ce_fn(net))
         loss_sum = 0.0
@@ -288,7 +288,7 @@ class DC(Matcher):
 
     def to_synthetic(self, state: MatchState) -> SyntheticSet:
         rt = state.runtime
-        return make_synthetic(
+        return SyntheticSet.from_tensors(
             state.tensors["images"],
             state.tensors["labels"],
             rt["data"],

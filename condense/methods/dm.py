@@ -34,15 +34,15 @@ import torch
 from condense.config import check_range
 from condense.data.base import ImageData
 from condense.errors import ConfigError
-from condense.methods._init import (
+from condense.methods._classwise import (
     INIT_MODES,
-    fresh_model,
     init_images,
-    make_synthetic,
     real_data_runtime,
     siamese_augment,
 )
 from condense.methods.base import Matcher, MatchState, RunContext, register_method
+from condense.models import create_model_for
+from condense.seeding import seed_from
 from condense.synthetic import SyntheticSet
 
 __all__ = ["DM", "DMConfig", "PRESETS", "dm_loss"]
@@ -110,7 +110,7 @@ class DM(Matcher):
         k, ipc = data.num_classes, int(state.scalars["ipc"])
         images, buf = state.tensors["images"], state.tensors["momentum"]
 
-        net = fresh_model(cfg.model, data, rt["device"], gen).requires_grad_(False)
+        net = create_model_for(cfg.model, data, seed=seed_from(gen), device=rt["device"]).train().requires_grad_(False)
         real = rt["x_train"][rt["sampler"].sample(cfg.batch_real, gen)]  # (K, B, C, H, W)
         syn = images.detach().requires_grad_(True)
         real_aug, syn_aug = siamese_augment(rt["aug"], real, syn.view(k, ipc, *images.shape[1:]), gen)
@@ -125,7 +125,7 @@ class DM(Matcher):
 
     def to_synthetic(self, state: MatchState) -> SyntheticSet:
         rt = state.runtime
-        return make_synthetic(
+        return SyntheticSet.from_tensors(
             state.tensors["images"],
             state.tensors["labels"],
             rt["data"],

@@ -13,8 +13,8 @@ import torch
 
 from condense.config import check_range
 from condense.data.base import ImageData
-from condense.methods._init import make_synthetic
 from condense.methods.base import Method, RunContext, register_method
+from condense.seeding import seed_from
 from condense.synthetic import SyntheticSet
 
 __all__ = ["Herding", "HerdingConfig"]
@@ -74,7 +74,7 @@ class Herding(Method):
         device = run.device
         x, y = data.x_train.to(device), data.y_train.to(device)
         if cfg.train_epochs > 0:
-            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+            seed = seed_from(generator)
             net = create_model(
                 cfg.model,
                 in_channels=data.channels,
@@ -101,4 +101,4 @@ class Herding(Method):
             members = torch.nonzero(y == c).flatten()
             sel.append(members[herding_select(feats[members], ipc).to(members.device)])
         idx = torch.cat(sel).cpu()
-        return make_synthetic(data.x_train[idx], data.y_train[idx], data, self.name, ipc, cfg)
+        return SyntheticSet.from_tensors(data.x_train[idx], data.y_train[idx], data, self.name, ipc, cfg)

@@ -12,7 +12,6 @@ import torch
 
 from condense.data.base import ImageData
 from condense.eval.evaluate import random_subset
-from condense.methods._init import make_synthetic
 from condense.methods.base import Method, RunContext, register_method
 from condense.synthetic import SyntheticSet
 
@@ -35,4 +34,4 @@ class RandomReal(Method):
         self, data: ImageData, cfg: RandomRealConfig, ipc: int, generator: torch.Generator, run: RunContext
     ) -> SyntheticSet:
         x, y = random_subset(data, ipc, generator)
-        return make_synthetic(x, y, data, self.name, ipc, cfg)
+        return SyntheticSet.from_tensors(x, y, data, self.name, ipc, cfg)

@@ -15,127 +15,18 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from condense.models import convnet, resnet, small  # noqa: F401  (the model files register themselves)
+from condense.models.layers import has_running_stats
+from condense.models.params import ParamLayout
+from condense.models.registry import MODELS, TIMM_PREFIX, create_model, create_model_for, list_models, register_model
 
-import torch
-from torch import nn
-
-from condense.errors import ConfigError
-from condense.registry import Registry
-
-__all__ = ["MODELS", "TIMM_PREFIX", "create_model", "has_running_stats", "list_models", "register_model"]
-
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
-TIMM_PREFIX = "timm:"
-
-
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering a keyword-only builder ``(*, in_channels, num_classes, image_size, **kw)``.
-
-    Duplicate names raise ``ValueError``.
-    """
-    return MODELS.register(name)
-
-
-def list_models(pattern: str = "*") -> list[str]:
-    """Sorted registered model names matching the fnmatch ``pattern`` (``timm:`` names are not listed).
-
-    Example:
-        >>> list_models("convnetd*")
-        ['convnetd1', 'convnetd2', 'convnetd3', 'convnetd4', 'convnetd5']
-    """
-    return MODELS.list(pattern)
-
-
-def _check_positive_int(field: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{field} must be a positive int, got {value!r}")
-    return value
-
-
-def _check_image_size(image_size: Any) -> tuple[int, int]:
-    if not isinstance(image_size, Sequence) or len(image_size) != 2:
-        raise ConfigError(f"image_size must be a (height, width) pair, got {image_size!r}")
-    return (_check_positive_int("image_size[0]", image_size[0]), _check_positive_int("image_size[1]", image_size[1]))
-
-
-def _seeded_build(build: Callable[[], nn.Module], seed: int | None) -> nn.Module:
-    if seed is None:
-        return build()
-    # fork_rng restores the caller's generator state afterwards; only the generator that initializes the
-    # parameters (CPU, or the default CUDA device when that is the default device) is seeded.
-    device = torch.get_default_device()
-    cuda = device.type == "cuda"
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if cuda else []
-    with torch.random.fork_rng(devices=devices):
-        torch.random.default_generator.manual_seed(seed)
-        if cuda:
-            torch.cuda.manual_seed(seed)
-        return build()
-
-
-def create_model(
-    name: str,
-    *,
-    in_channels: int,
-    num_classes: int,
-    image_size: tuple[int, int],
-    seed: int | None = None,
-    **kwargs: Any,
-) -> nn.Module:
-    """Build the model registered as ``name`` (or ``timm:<name>``) for the given input and class count.
-
-    Args:
-        name: a registered name (see :func:`list_models`) or ``timm:<timm model name>``.
-        in_channels: image channels C.
-        num_classes: number of classes K.
-        image_size: (H, W) of the inputs.
-        seed: when given, parameters are initialized from ``torch.manual_seed(seed)`` inside a forked RNG, so the
-            same seed gives bit-identical parameters and the caller's global RNG is left untouched. None draws
-            from the current global RNG.
-        **kwargs: builder options (``width``, ``depth``, ``norm``, ...); values set to None are dropped so the
-            model's defaults win.
-
-    Returns:
-        The model, in training mode, on the default device.
-
-    Raises:
-        UnknownNameError: ``name`` is not registered (the message suggests the closest name).
-        ConfigError: ``in_channels``, ``num_classes`` or ``image_size`` is not positive.
-
-    Shape:
-        model(x): x (N, C, H, W) -> logits (N, K).
-        model.embed(x): x (N, C, H, W) -> features (N, D), D = model.num_features.
-
-    Example:
-        >>> net = create_model("mlp", in_channels=1, num_classes=10, image_size=(8, 8), seed=0)
-        >>> net.num_features
-        128
-    """
-    in_channels = _check_positive_int("in_channels", in_channels)
-    num_classes = _check_positive_int("num_classes", num_classes)
-    image_size = _check_image_size(image_size)
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    if name.startswith(TIMM_PREFIX):
-        from condense.models.timm_adapter import create_timm_model
-
-        timm_name = name[len(TIMM_PREFIX) :]
-
-        def build() -> nn.Module:
-            return create_timm_model(
-                timm_name, in_channels=in_channels, num_classes=num_classes, image_size=image_size, **kwargs
-            )
-
-    else:
-        builder = MODELS.get(name)
-
-        def build() -> nn.Module:
-            return builder(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **kwargs)
-
-    return _seeded_build(build, seed)
-
-
-# Imported last: the model files register themselves with MODELS defined above.
-from condense.models import convnet, resnet, small  # noqa: E402, F401
-from condense.models.layers import has_running_stats  # noqa: E402
+__all__ = [
+    "MODELS",
+    "TIMM_PREFIX",
+    "ParamLayout",
+    "create_model",
+    "create_model_for",
+    "has_running_stats",
+    "list_models",
+    "register_model",
+]

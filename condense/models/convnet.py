@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from condense.models import register_model
 from condense.models.layers import create_act, create_norm, create_pool, pooled_size
+from condense.models.registry import register_model
 
 __all__ = ["ConvNet"]
 

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from condense.models import register_model
 from condense.models.layers import create_norm, pooled_size
+from condense.models.registry import register_model
 
 __all__ = ["BasicBlock", "ResNet"]
 

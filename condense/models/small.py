@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from condense.errors import UnknownNameError
-from condense.models import register_model
 from condense.models.layers import create_act, create_norm, create_pool, pooled_size
+from condense.models.registry import register_model
 from condense.registry import did_you_mean
 
 __all__ = ["MLP", "LeNet", "AlexNet", "VGG"]

@@ -70,7 +70,14 @@ def test_random_baseline_plausible_band(digits):
     row = random_real_baseline(digits, 10, seeds=2, epochs=150)
     acc = row["accuracy"]["convnet"]
     assert 0.50 <= acc["mean"] <= 0.95, acc
-    assert len(acc["runs"]) == 2 and acc["runs"][0] != acc["runs"][1]  # different draws per seed
+    assert len(acc["runs"]) == 2
+    # Different draws per seed, checked on the draws themselves: two seeds can tie on 360 test images.
+    from condense import seeding
+    from condense.eval.evaluate import random_subset
+
+    x0, _ = random_subset(digits, 10, seeding.generator("condense-random-real", 0))
+    x1, _ = random_subset(digits, 10, seeding.generator("condense-random-real", 1))
+    assert not torch.equal(x0, x1)
 
 
 def test_protocol_validation():

@@ -11,7 +11,7 @@ from condense.augment import get_augment
 from condense.errors import ConfigError
 from condense.eval import evaluate
 from condense.methods import RunContext, distill, get_method
-from condense.methods._init import ClassSampler, init_images, siamese_augment
+from condense.methods._classwise import ClassSampler, init_images, siamese_augment
 from condense.methods.dm import DMConfig, dm_loss
 from condense.models import create_model
 

@@ -17,7 +17,6 @@ import torch
 
 from condense.errors import DivergenceError, IntegrityError, MismatchError
 from condense.methods import RunContext, distill
-from condense.methods._init import make_synthetic
 from condense.methods._runner import (
     CHECKPOINT_JSON,
     CHECKPOINT_TENSORS,
@@ -80,7 +79,7 @@ class Toy(Matcher):
 
     def to_synthetic(self, state):
         rt = state.runtime
-        return make_synthetic(
+        return SyntheticSet.from_tensors(
             state.tensors["images"],
             state.tensors["labels"],
             rt["data"],

@@ -15,11 +15,9 @@ from condense.errors import ConfigError, DataFormatError
 
 __all__ = [
     "init_images",
-    "fresh_model",
     "class_major_labels",
     "ClassSampler",
     "siamese_augment",
-    "make_synthetic",
     "INIT_MODES",
 ]
 
@@ -86,19 +84,6 @@ def init_images(data: Any, ipc: int, mode: str, generator: torch.Generator) -> t
     # copy into a fresh tensor: canonical NCHW strides whatever the dataset's layout (C = 1 admits several)
     real = data.x_train[idx]
     return torch.empty(real.shape, dtype=torch.float32, device=device).copy_(real), labels
-
-
-def fresh_model(name: str, data: Any, device: torch.device | str, gen: torch.Generator) -> torch.nn.Module:
-    """A randomly initialized image model from a generator-drawn seed, built directly on ``device``, in train mode
-    (DC/DSA match its gradients, DM uses it frozen as an embedding)."""
-    from condense.models import create_model
-
-    seed = int(torch.randint(0, 2**31 - 1, (), generator=gen, device=gen.device))
-    with torch.device(device):
-        net = create_model(
-            name, in_channels=data.channels, num_classes=data.num_classes, image_size=data.image_size, seed=seed
-        )
-    return net.train()
 
 
 def real_data_runtime(data: Any, cfg: Any, device: torch.device | str) -> dict[str, Any]:
@@ -230,39 +215,3 @@ def _apply_bucket(aug: Any, x: torch.Tensor, draws: list[dict[str, torch.Tensor]
             stacked = torch.cat([draws[c][key] for c in classes]) if len(classes) > 1 else v
             params[key] = stacked.to(x.device).repeat_interleave(per, dim=0)
     return aug(x.reshape(-1, *x.shape[2:]), params=params).reshape(x.shape)
-
-
-def make_synthetic(
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    data: Any,
-    method: str,
-    ipc: int,
-    cfg: Any,
-    *,
-    lr: float | None = None,
-    meta: dict[str, Any] | None = None,
-) -> Any:
-    """Wrap final tensors as a :class:`~condense.synthetic.SyntheticSet` carrying the dataset's classes,
-    preprocessing and ZCA matrices (when the data is whitened) and the resolved config.
-
-    Shape:
-        images: (K * ipc, C, H, W), float; labels: (K * ipc,) int64 or (K * ipc, K) float soft labels.
-    """
-    from condense.config import config_to_dict
-    from condense.synthetic import SyntheticSet
-
-    zca = getattr(data, "zca", None)
-    return SyntheticSet(
-        images=images.detach().float().cpu().clone(),
-        labels=labels.detach().cpu().clone(),
-        classes=list(data.classes),
-        method=method,
-        dataset=data.name,
-        ipc=int(ipc),
-        lr=lr,
-        preprocessing=data.preprocessing(),
-        tensors={} if zca is None else {k: v.detach().cpu() for k, v in zca.to_tensors().items()},
-        config=config_to_dict(cfg),
-        meta=dict(meta or {}),
-    )
