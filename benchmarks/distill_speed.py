@@ -38,10 +38,7 @@ import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (  # noqa: E402
+from _common import (
     peak_memory_mb,
     print_result,
     reset_peak_memory,

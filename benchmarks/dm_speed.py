@@ -1,10 +1,11 @@
 """DM speed: milliseconds per distillation iteration, peak memory, and accuracy after a short run.
 
-Two step implementations are timed on the same state and generator stream:
+Two step implementations are timed from the same initial state (``DM.init_state``, generator seed 0):
     - ``vectorized``: condense's ``DM.step`` (all classes in one real and one synthetic forward, Siamese DSA
       grouped by augmentation group);
-    - ``per_class``: the authors' structure (``main_DM.py``: one augmentation call and one embed forward per class
-      for the real and the synthetic batch), re-implemented here on the same building blocks, for reference.
+    - ``per_class``: the authors' structure (``main_DM.py``: a random permutation per class for the real batch, one
+      augmentation call and one embed forward per class for the real and the synthetic batch), re-implemented here
+      on public building blocks, for reference.
 Warm-up iterations run first and are not timed; each timed iteration is synchronized. Accuracy comes from a separate
 run of ``--iterations`` iterations scored by the shared protocol (``--eval-epochs``, one seed); evaluation time is not
 in the timings.
@@ -28,21 +29,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import peak_memory_mb, print_result, reset_peak_memory, summarize_ms, time_ms  # noqa: E402
 
 
-def _per_class_step(method, state, it, gen):
-    """One DM iteration with the authors' per-class loop (reference timing only)."""
+def _per_class_step(state, cfg, data, x_train, members, aug, gen):
+    """One DM iteration with the authors' per-class loop (reference timing only).
+
+    ``main_DM.py``: per class, ``get_images(c, batch_real)`` (a random permutation of the class's indices) and one
+    augmentation call plus one embed forward for the real and the synthetic batch. Built from public pieces only:
+    the state's documented tensors (``images``, ``momentum``), the dataset, the augmentation and the one in-place
+    SGD (:func:`condense.optim.sgd_`).
+    """
     from condense.models import create_model_for
+    from condense.optim import sgd_
     from condense.seeding import seed_from
 
-    rt = state.runtime
-    cfg, data, aug = rt["cfg"], rt["data"], rt["aug"]
-    k, ipc = data.num_classes, int(state.scalars["ipc"])
-    images, buf = state.tensors["images"], state.tensors["momentum"]
-    net = create_model_for(cfg.model, data, seed=seed_from(gen), device=rt["device"]).train().requires_grad_(False)
-    idx = rt["sampler"].sample(cfg.batch_real, gen)
+    k, images, buf = data.num_classes, state.tensors["images"], state.tensors["momentum"]
+    ipc = images.shape[0] // k
+    net = create_model_for(cfg.model, data, seed=seed_from(gen), device=images.device).train().requires_grad_(False)
     syn = images.detach().requires_grad_(True)
     loss = torch.zeros((), device=images.device)
     for c in range(k):
-        real_c = rt["x_train"][idx[c]]
+        pick = torch.randperm(members[c].numel(), generator=gen)[: cfg.batch_real].to(members[c].device)
+        real_c = x_train[members[c][pick]]
         syn_c = syn[c * ipc : (c + 1) * ipc]
         if not aug.is_identity:
             p = aug.sample(real_c, generator=gen, shared=True)
@@ -51,9 +57,7 @@ def _per_class_step(method, state, it, gen):
         out_syn = net.embed(syn_c)
         loss = loss + (out_real.mean(0) - out_syn.mean(0)).pow(2).sum()
     (grad,) = torch.autograd.grad(loss, syn)
-    with torch.no_grad():
-        buf.mul_(cfg.momentum).add_(grad)
-        images.sub_(buf, alpha=float(state.scalars["lr_img"]))
+    sgd_(images, buf, grad, float(state.scalars["lr_img"]), momentum=cfg.momentum)
     return {"loss": float(loss.detach()) / k}
 
 
@@ -83,6 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from condense.augment import get_augment
     from condense.data import load_dataset
     from condense.eval import evaluate
     from condense.methods import RunContext, distill, get_method
@@ -90,6 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     data = load_dataset(args.dataset, args.data_root)
     method = get_method("dm")
+    x_train = data.x_train.to(device)
+    members = [data.indices_of_class(c).to(device) for c in range(data.num_classes)]
     results = []
     for ipc in [int(s) for s in args.ipc.split(",")]:
         preset = method.default_preset(data.name, ipc)
@@ -98,7 +105,11 @@ def main(argv: list[str] | None = None) -> dict:
         for mode in args.modes.split(","):
             gen = torch.Generator().manual_seed(0)
             state = method.init_state(data, cfg, ipc, gen, RunContext(device=device))
-            step = method.step if mode == "vectorized" else (lambda s, i, g: _per_class_step(method, s, i, g))
+            if mode == "vectorized":
+                step = method.step
+            else:
+                aug = get_augment(cfg.augment)
+                step = lambda s, i, g: _per_class_step(s, cfg, data, x_train, members, aug, g)  # noqa: B023, E731
             counter = iter(range(10**9))
             reset_peak_memory(device)
             times = time_ms(lambda: step(state, next(counter), gen), device, args.repeats, args.warmup)  # noqa: B023

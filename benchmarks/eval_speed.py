@@ -12,15 +12,10 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import peak_memory_mb, print_result, reset_peak_memory, synchronize  # noqa: E402
+from _common import peak_memory_mb, print_result, reset_peak_memory, synchronize
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -41,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from condense import distill, load_dataset
     from condense.eval import get_protocol
-    from condense.eval.trainer import train_and_test
+    from condense.eval.images import train_and_test
 
     data = load_dataset(args.dataset, args.data_root)
     syn = distill("random_real", data, ipc=args.ipc, generator=torch.Generator().manual_seed(0))

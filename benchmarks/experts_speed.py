@@ -21,16 +21,12 @@ process's peak resident set (``VmHWM``) of the case, interpreter and data includ
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (  # noqa: E402
+from _common import (
     peak_memory_mb,
     print_result,
     reset_peak_memory,

@@ -1,5 +1,8 @@
 """condense: dataset distillation (synthetic set condensation) in PyTorch.
 
+The names below load on first use (PEP 562), so ``import condense`` and ``condense --help`` stay fast and do not
+import torch until a dataset, method or artifact is touched.
+
 Example:
     >>> import condense
     >>> data = condense.load_dataset("digits")
@@ -10,20 +13,34 @@ Example:
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from condense._version import __version__
-from condense.data import ImageData, list_datasets, load_dataset
 from condense.errors import CondenseError
-from condense.eval import evaluate, random_real_baseline
-from condense.methods.base import RunContext, distill, get_method, list_methods
-from condense.synthetic import SyntheticSet
 
+if TYPE_CHECKING:
+    from condense.data import ImageData, list_datasets, load_dataset
+    from condense.eval import evaluate, full_data_baseline, random_real_baseline
+    from condense.methods import RunContext, distill, get_method, list_methods
+    from condense.models import list_models
+    from condense.synthetic import SyntheticSet
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching ``pattern`` (plus any ``timm:<name>``)."""
-    from condense.models import list_models as _list
-
-    return _list(pattern)
-
+#: public name -> the module that defines it
+_EXPORTS = {
+    "ImageData": "condense.data",
+    "list_datasets": "condense.data",
+    "load_dataset": "condense.data",
+    "evaluate": "condense.eval",
+    "full_data_baseline": "condense.eval",
+    "random_real_baseline": "condense.eval",
+    "RunContext": "condense.methods",
+    "distill": "condense.methods",
+    "get_method": "condense.methods",
+    "list_methods": "condense.methods",
+    "list_models": "condense.models",
+    "SyntheticSet": "condense.synthetic",
+}
 
 __all__ = [
     "__version__",
@@ -33,6 +50,7 @@ __all__ = [
     "SyntheticSet",
     "distill",
     "evaluate",
+    "full_data_baseline",
     "get_method",
     "list_datasets",
     "list_methods",
@@ -40,3 +58,16 @@ __all__ = [
     "load_dataset",
     "random_real_baseline",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'condense' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -71,8 +71,8 @@ def _eval_opts(p: argparse.ArgumentParser, seeds: int = 5, epochs: int | None = 
     )
     p.add_argument(
         "--protocol",
-        default="classic",
-        help="image evaluation protocol (classic, classic_noaug); graph datasets always use the graph protocol",
+        default=None,
+        help="evaluation protocol (default: classic for images, graph for graph datasets; see condense.eval.PROTOCOLS)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
@@ -104,10 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
         "a random real subset of the same size with the shared protocol, and save the artifact.",
     )
     p.add_argument("--dataset", default="digits", help="dataset name (default digits)")
-    p.add_argument("--method", default=None, help="method (default mtt, or herding when mtt is unavailable)")
+    p.add_argument("--method", default="mtt", help="method (default mtt; 'condense methods' lists them)")
     p.add_argument("--ipc", type=_positive_int, default=10, help="images per class (default 10)")
     p.add_argument("--out", default="condense_runs", help="output folder (default ./condense_runs)")
-    p.add_argument("--iterations", type=_positive_int, default=None, help="distillation iterations (preset)")
+    p.add_argument(
+        "--iterations", type=_positive_int, default=None, help="distillation iterations (--set num_iterations=K)"
+    )
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a method config field")
     p.add_argument("--experts", type=_positive_int, default=None, help="experts to record for trajectory methods")
     p.add_argument("--expert-epochs", type=_positive_int, default=None, help="epochs per expert")
     _eval_opts(p, seeds=3, epochs=300)
@@ -141,7 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--ipc", type=_positive_int, required=True)
     p.add_argument("--buffer", default=None, help="expert buffer directory (trajectory matchers)")
-    p.add_argument("--iterations", type=_positive_int, default=None, help="override num_iterations")
+    p.add_argument(
+        "--iterations",
+        type=_positive_int,
+        default=None,
+        help="shorthand for --set num_iterations=K (iterative methods)",
+    )
     p.add_argument("--preset", default=None, help="preset name (default '<dataset>-ipc<N>' when it exists)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--zca", action="store_true", help="ZCA-whiten the data (eps 0.1)")
@@ -197,22 +205,11 @@ def _device(name: str | None) -> str:
     return str(dev)
 
 
-def _is_graph(name: str) -> bool:
-    try:
-        from condense.data.tu import is_graph_dataset
-    except ImportError:
-        return False
-    return is_graph_dataset(name)
-
-
 def _load(args: argparse.Namespace):
     from condense.data import load_dataset
 
-    if _is_graph(args.dataset):
-        from condense.data.tu import load_graph_dataset
-
-        return load_graph_dataset(args.dataset, args.data_root, seed=0)
-    return load_dataset(args.dataset, args.data_root, zca=getattr(args, "zca", False))
+    kwargs = {"zca": True} if getattr(args, "zca", False) else {}
+    return load_dataset(args.dataset, args.data_root, **kwargs)
 
 
 def _print_result(args: argparse.Namespace, obj: dict[str, Any], lines: list[str]) -> None:
@@ -223,11 +220,12 @@ def _print_result(args: argparse.Namespace, obj: dict[str, Any], lines: list[str
         print(json.dumps(obj, allow_nan=False))
 
 
+def _pct(a: dict[str, Any]) -> str:
+    return f"{100 * a['mean']:.2f} ± {100 * a['std']:.2f} % over {len(a['runs'])} runs"
+
+
 def _acc_lines(row: dict[str, Any], label: str) -> list[str]:
-    return [
-        f"{label} {m}: {100 * a['mean']:.2f} ± {100 * a['std']:.2f} % over {len(a['runs'])} runs"
-        for m, a in row["accuracy"].items()
-    ]
+    return [f"{label} {m}: {_pct(a)}" for m, a in row["accuracy"].items()]
 
 
 def _eval_kwargs(args: argparse.Namespace, device: str) -> dict[str, Any]:
@@ -257,11 +255,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         names = list_models(args.pattern)
         extra = ["timm:<name> (any timm model, adapted to the dataset)"]
     else:
-        from condense.methods.base import METHODS, list_methods
+        from condense.methods import get_method, list_methods
 
-        names = [
-            f"{n:<14} {(METHODS.get(n).__doc__ or '').strip().splitlines()[0]}" for n in list_methods(args.pattern)
-        ]
+        names = []
+        for n in list_methods(args.pattern):
+            m = get_method(n)
+            doc = (type(m).__doc__ or "").strip().splitlines()[0]
+            names.append(f"{n:<15} {m.data_kind:<7} {doc}")
         extra = []
     for n in names:
         print(n)
@@ -311,18 +311,23 @@ def cmd_experts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overrides(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """``--set key=value`` items (and ``--iterations K``, shorthand for ``--set num_iterations=K``) parsed by the
+    method's config field types; an unknown field is refused with the fields the config has."""
+    from condense.config import parse_overrides
+    from condense.methods import get_method
+
+    items = list(getattr(args, "set", None) or [])
+    if getattr(args, "iterations", None) is not None:
+        items.append(f"num_iterations={args.iterations}")
+    return parse_overrides(get_method(method).Config, items)
+
+
 def _distill(args: argparse.Namespace, data, method: str, ipc: int, out_dir: Path | None, buffer: str | None):
     import torch
 
-    from condense.config import parse_overrides
-    from condense.methods.base import RunContext, distill, get_method
+    from condense.methods import RunContext, distill
 
-    m = get_method(method)
-    overrides = parse_overrides(m.Config, getattr(args, "set", None))
-    if getattr(args, "iterations", None) is not None:
-        if "num_iterations" not in {f for f in getattr(m.Config, "__dataclass_fields__", {})}:
-            raise ConfigError(f"method '{method}' is not iterative; --iterations does not apply")
-        overrides["num_iterations"] = args.iterations
     run = RunContext(
         device=_device(args.device),
         out_dir=out_dir,
@@ -330,14 +335,14 @@ def _distill(args: argparse.Namespace, data, method: str, ipc: int, out_dir: Pat
         eval_every=getattr(args, "eval_every", 0),
         quiet=args.quiet,
         buffer=Path(buffer) if buffer else None,
-        data_root=args.data_root,
     )
     gen = torch.Generator().manual_seed(args.seed)
+    overrides = _overrides(args, method)
     return distill(method, data, ipc, preset=getattr(args, "preset", None), overrides=overrides, generator=gen, run=run)
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from condense.methods.base import get_method
+    from condense.methods import get_method
 
     method = get_method(args.method)
     if getattr(method, "needs_buffer", False) and not args.buffer:
@@ -359,31 +364,13 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_any(syn, data, args: argparse.Namespace, device: str) -> dict[str, Any]:
-    if _is_graph(args.dataset):
-        from condense.eval.graph import evaluate_graph_set
-
-        kw = _eval_kwargs(args, device)
-        return evaluate_graph_set(
-            syn,
-            data,
-            models=kw["models"] or ["gcn"],
-            seeds=kw["seeds"],
-            epochs=kw["epochs"],
-            device=device,
-            quiet=args.quiet,
-        )
-    from condense.eval import evaluate
-
-    return evaluate(syn, data, **_eval_kwargs(args, device))
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
+    from condense.eval import evaluate
     from condense.synthetic import SyntheticSet
 
     syn = SyntheticSet.load(args.path)
     data = _load(args)
-    row = _evaluate_any(syn, data, args, _device(args.device))
+    row = evaluate(syn, data, **_eval_kwargs(args, _device(args.device)))
     row.setdefault("dataset", args.dataset)
     row.setdefault("ipc", syn.ipc)
     _print_result(args, row, _acc_lines(row, f"{syn.method} ipc {syn.ipc}"))
@@ -391,32 +378,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
+    from condense.eval import full_data_baseline, random_real_baseline
+
     if args.baseline is None:
         raise ConfigError("choose a baseline: 'condense baseline random ...' or 'condense baseline full ...'")
     data = _load(args)
-    device = _device(args.device)
-    kw = _eval_kwargs(args, device)
-    if _is_graph(args.dataset):
-        from condense.eval.graph import full_graph_baseline, random_graph_baseline
-
-        gkw = {
-            "models": kw["models"] or ["gcn"],
-            "seeds": kw["seeds"],
-            "epochs": kw["epochs"],
-            "device": device,
-            "quiet": args.quiet,
-        }
-        if args.baseline == "random":
-            row = random_graph_baseline(data, args.ipc, **gkw)
-        else:
-            row = full_graph_baseline(data, **gkw)
-    else:
-        from condense.eval import full_data_baseline, random_real_baseline
-
-        if args.baseline == "random":
-            row = random_real_baseline(data, args.ipc, **kw)
-        else:
-            row = full_data_baseline(data, **kw)
+    kw = _eval_kwargs(args, _device(args.device))
+    row = random_real_baseline(data, args.ipc, **kw) if args.baseline == "random" else full_data_baseline(data, **kw)
     row.setdefault("dataset", args.dataset)
     row.setdefault("ipc", getattr(args, "ipc", None))
     _print_result(args, row, _acc_lines(row, f"{args.baseline} ipc {getattr(args, 'ipc', 'all')}"))
@@ -424,10 +392,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from condense.eval import random_real_baseline
-    from condense.methods.base import list_methods
+    from condense.demo import run_demo
 
-    t0 = time.perf_counter()
     device = _device(args.device)
     if args.threads is None and device == "cpu" and args.dataset == "digits":
         # The demo's tensors are tiny: one thread avoids OpenMP oversubscription, which on a busy 2-core machine
@@ -435,67 +401,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(1)
-    method = args.method or ("mtt" if "mtt" in list_methods() else "herding")
-    out = Path(args.out)
+    method = args.method
     data = _load(args)
-    from condense.methods.base import get_method
-
-    m = get_method(method)
-    buffer = None
-    if getattr(m, "needs_buffer", False):
-        from condense.expert_trajectories import get_expert_config, record_experts
-
-        # The method's demo buffer: the settings its digits presets were tuned on.
-        demo = dict(getattr(m, "demo_buffer", {}))
-        kind = demo.get("kind", "vanilla")
-        model = demo.get("model", "convnet")
-        experts = args.experts or demo.get("experts", 5)
-        epochs = args.expert_epochs or demo.get("epochs", 15)
-        buffer = out / f"{data.name}_{model}_{kind}_buffer"
-        if not args.quiet:
-            print(f"[1/3] recording {experts} {kind} experts ({model}) x {epochs} epochs into {buffer}")
-        record_experts(
-            data,
-            model,
-            experts,
-            epochs,
-            buffer,
-            kind=kind,
-            config=get_expert_config(kind, **demo.get("config", {})),
-            model_kwargs=demo.get("model_kwargs"),
-            seed=args.seed,
-            device=device,
-            quiet=args.quiet,
-        )
-    if not args.quiet:
-        print(f"[2/3] distilling {data.name} with {method} at ipc {args.ipc}")
-    syn = _distill(args, data, method, args.ipc, out / f"{data.name}_{method}_ipc{args.ipc}_work", buffer)
-    path = syn.save(out / f"{data.name}_{method}_ipc{args.ipc}.safetensors")
-    if not args.quiet:
-        print(
-            f"[3/3] evaluating the distilled set and a random real subset ({args.seeds} seeds x {args.epochs} epochs)"
-        )
     kw = _eval_kwargs(args, device)
-    row = _evaluate_any(syn, data, args, device)
-    base = random_real_baseline(data, args.ipc, **kw)
-    model = next(iter(row["accuracy"]))
-    res = {
-        "dataset": data.name,
-        "method": method,
-        "ipc": args.ipc,
-        "distilled_acc": row["accuracy"][model]["mean"],
-        "random_acc": base["accuracy"][model]["mean"],
-        "distilled": row["accuracy"],
-        "random": base["accuracy"],
-        "epochs": row.get("epochs"),
-        "artifact": str(path),
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-    lines = (
-        _acc_lines(row, f"distilled ({method})")
-        + _acc_lines(base, "random real    ")
-        + [f"artifact: {path}  ({res['seconds']:.0f}s)"]
+    res = run_demo(
+        data,
+        method,
+        args.ipc,
+        args.out,
+        models=kw["models"],
+        seeds=kw["seeds"],
+        epochs=kw["epochs"],
+        protocol=kw["protocol"],
+        experts=args.experts,
+        expert_epochs=args.expert_epochs,
+        overrides=_overrides(args, method),
+        seed=args.seed,
+        device=device,
+        quiet=args.quiet,
+        progress=None if args.quiet else print,
     )
+    lines = [
+        *(f"distilled ({method}) {m}: {_pct(a)}" for m, a in res["distilled"].items()),
+        *(f"random real     {m}: {_pct(a)}" for m, a in res["random"].items()),
+        f"artifact: {res['artifact']}  ({res['seconds']:.0f}s)",
+    ]
     _print_result(args, res, lines)
     return 0
 

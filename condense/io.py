@@ -127,9 +127,12 @@ def load_tensors(path: str | Path, expected_sha256: str | None = None) -> dict[s
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The ``__metadata__`` map of a safetensors file's JSON header, read without loading any tensor.
 
+    The file's size is checked against the header's tensor offsets, so a cut or padded file is refused here, as
+    ``safetensors.safe_open`` would refuse it, without reading the tensor bytes.
+
     Raises:
         DataNotFoundError: the file is absent.
-        IntegrityError: the header is truncated or not JSON.
+        IntegrityError: the header is truncated or not JSON, or the file is not exactly header plus tensor bytes.
     """
     import struct
 
@@ -150,6 +153,15 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         header = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise IntegrityError(f"'{path}' has a corrupt safetensors header ({e})") from e
+    if not isinstance(header, dict):
+        raise IntegrityError(f"'{path}' has a malformed safetensors header")
+    try:
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (TypeError, KeyError, IndexError, ValueError) as e:
+        raise IntegrityError(f"'{path}' has a malformed safetensors header ({e})") from e
+    size, expected = path.stat().st_size, 8 + n + max(ends, default=0)
+    if size != expected:
+        raise IntegrityError(f"'{path}' holds {size} bytes, its safetensors header describes {expected}: cut or padded")
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict):
         raise IntegrityError(f"'{path}' has a malformed safetensors metadata block")

@@ -67,3 +67,35 @@ def test_io_atomic_and_checksums(tmp_path):
     with pytest.raises(ValueError):
         write_json_atomic(tmp_path / "bad.json", {"k": float("nan")})
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_stamp_and_read_metadata(tmp_path):
+    from condense.io import check_stamp, read_metadata, stamp
+
+    head = stamp("condense.Thing", 3)
+    assert head["format_version"] == 3 and head["provenance"]["condense"]
+    check_stamp(head, "condense.Thing", 3, "x.json")
+    with pytest.raises(IntegrityError, match="format version 3; this condense reads version 4"):
+        check_stamp(head, "condense.Thing", 4, "x.json")
+    with pytest.raises(IntegrityError, match="not a condense.Other file"):
+        check_stamp(head, "condense.Other", 3, "x.json")
+    f = tmp_path / "m.safetensors"
+    save_tensors(f, {"a": torch.arange(6)}, metadata={"k": "v"})
+    assert read_metadata(f) == {"k": "v"}
+    f.write_bytes(f.read_bytes()[:-4])
+    with pytest.raises(IntegrityError, match="cut or padded"):
+        read_metadata(f)
+    (tmp_path / "short").write_bytes(b"\x01")
+    with pytest.raises(IntegrityError, match="shorter"):
+        read_metadata(tmp_path / "short")
+
+
+def test_preset_and_check_choice():
+    from condense.config import check_choice, preset
+
+    assert preset(source="Table 1", lr=0.1) == {"source": "Table 1", "lr": 0.1}
+    with pytest.raises(ConfigError, match="source"):
+        preset(source="", lr=0.1)
+    check_choice("init", "real", ("real", "noise"))
+    with pytest.raises(ConfigError, match="did you mean 'real'"):
+        check_choice("init", "reel", ("real", "noise"))

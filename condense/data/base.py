@@ -1,25 +1,102 @@
-"""The in-memory dataset record every method and the evaluation protocol consume."""
+"""The dataset registry, the in-memory image dataset record, and per-class sampling shared by every data kind.
+
+Every dataset, images or graphs, is registered in :data:`DATASETS` and loaded with :func:`load_dataset`; the
+container it returns says what it holds in ``kind`` (``"images"``: :class:`ImageData`, ``"graphs"``:
+:class:`condense.data.graph.GraphData`), which methods and evaluation check against their own ``data_kind``.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
+from condense.config import check_range
 from condense.errors import DataFormatError
 from condense.registry import Registry
 
 if TYPE_CHECKING:
     from condense.data.zca import ZCA
 
-__all__ = ["ImageData", "DATASETS", "register_dataset", "from_uint8_arrays", "check_uint8_images"]
+__all__ = [
+    "ImageData",
+    "DATASETS",
+    "register_dataset",
+    "load_dataset",
+    "list_datasets",
+    "sample_per_class",
+    "from_uint8_arrays",
+    "check_uint8_images",
+]
 
-DATASETS: Registry[Callable[..., ImageData]] = Registry("dataset")
+#: Every dataset by name: image and graph loaders alike. A name ending in ``:`` is a prefix (``imagefolder:``,
+#: ``tu:``) whose loader receives the rest of the name as its first argument.
+DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
 register_dataset = DATASETS.register
+
+
+def list_datasets(pattern: str = "*") -> list[str]:
+    """Registered dataset names (prefixes end in ``:``) matching the fnmatch ``pattern``."""
+    return DATASETS.list(pattern)
+
+
+def load_dataset(name: str, root: str | None = None, *, zca: bool = False, download: bool = False, **options: Any):
+    """Load any registered dataset by name or ``<prefix>:<arg>`` (``imagefolder:<path>``, ``tu:<NAME>``).
+
+    Args:
+        name: a registered name (:func:`list_datasets`) or a prefix plus its argument.
+        root: data folder (default ``./data`` for file-backed datasets; embedded ones ignore it).
+        zca: ZCA-whiten (image datasets only).
+        download: allowed to download (datasets that support it).
+        **options: loader-specific keywords, e.g. ``seed`` and ``split`` of graph datasets.
+
+    Returns:
+        An :class:`ImageData` (``kind == "images"``) or a :class:`~condense.data.graph.GraphData`
+        (``kind == "graphs"``).
+
+    Raises:
+        UnknownNameError: no dataset or prefix of that name (the message lists the registered ones).
+
+    Example:
+        >>> load_dataset("digits").x_train.shape
+        torch.Size([1437, 1, 8, 8])
+        >>> load_dataset("synthetic_graphs").kind
+        'graphs'
+    """
+    if ":" in name:
+        prefix, arg = name.split(":", 1)
+        return DATASETS.get(prefix + ":")(arg, root=root, zca=zca, download=download, **options)
+    return DATASETS.get(name)(root, zca=zca, download=download, **options)
+
+
+def sample_per_class(members: Sequence[torch.Tensor], ipc: int, generator: torch.Generator) -> torch.Tensor:
+    """``ipc`` distinct random items of every class (all of a class that has fewer), concatenated in class order.
+
+    The one per-class random draw of the library (random-real and random-graph methods and baselines): class by
+    class, ``torch.randperm(len(members[c]), generator=generator)[:ipc]`` picks positions in ``members[c]``.
+
+    Args:
+        members: per class c, the indices of its items (``data.indices_of_class(c)``).
+        ipc: items per class (>= 1).
+        generator: the only source of randomness; advanced by one ``randperm`` per class.
+
+    Shape:
+        members[c]: (N_c,) int64. return: (sum_c min(ipc, N_c),) int64, on the device of ``members``.
+
+    Example:
+        >>> sample_per_class([torch.tensor([0, 2, 4]), torch.tensor([1, 3])], 2, torch.Generator().manual_seed(0))
+        tensor([4, 0, 3, 1])
+    """
+    check_range("ipc", ipc, 1)
+    out = []
+    for idx in members:
+        perm = torch.randperm(idx.numel(), generator=generator)[:ipc]
+        out.append(idx[perm.to(idx.device)])
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)
 
 
 @dataclass
@@ -35,6 +112,8 @@ class ImageData:
         x_test: (M, C, H, W), same preprocessing as ``x_train``.
         y_test: (M,), int64.
     """
+
+    kind: ClassVar[str] = "images"
 
     name: str
     x_train: torch.Tensor
@@ -84,6 +163,19 @@ class ImageData:
     def indices_of_class(self, c: int) -> torch.Tensor:
         """Indices into the training set of class ``c``."""
         return torch.nonzero(self.y_train == c, as_tuple=False).flatten()
+
+    def sample_per_class(self, ipc: int, generator: torch.Generator) -> torch.Tensor:
+        """Training indices of ``ipc`` random images per class (fewer if a class has fewer), class-sorted.
+
+        Shape:
+            return: (<= K * ipc,) int64 indices into ``x_train`` / ``y_train``.
+
+        Example:
+            >>> from condense.data import load_dataset
+            >>> load_dataset("digits").sample_per_class(2, torch.Generator().manual_seed(0)).shape
+            torch.Size([20])
+        """
+        return sample_per_class([self.indices_of_class(c) for c in range(self.num_classes)], ipc, generator)
 
     def preprocessing(self) -> dict[str, Any]:
         """JSON description of the preprocessing, stored with every artifact and buffer."""

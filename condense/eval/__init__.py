@@ -1,31 +1,51 @@
-"""The shared evaluation protocol: ``evaluate(syn, data)`` scores any synthetic set the same way."""
+"""The shared evaluation protocol: ``evaluate(syn, data)`` scores any synthetic set, image or graph, the same way.
+
+Layout: :mod:`~condense.eval.protocol` (the recipes, one ``PROTOCOLS`` registry), :mod:`~condense.eval.images`
+(image models, seeds x models, vmap or loop), :mod:`~condense.eval.graphs` (GNNs), :mod:`~condense.eval.evaluate`
+(the entry points, dispatching on ``data.kind``) and :mod:`~condense.eval.metrics`. Nothing here imports
+``condense.methods``.
+"""
 
 from __future__ import annotations
 
 from condense.eval.evaluate import (
+    check_kind,
     evaluate,
     evaluate_tensors,
     full_data_baseline,
     random_real_baseline,
-    random_subset,
 )
+from condense.eval.graphs import GraphSource, summary_readout, train_and_test_gnn
 from condense.eval.metrics import (
     hard_label_recovery,
     improvement_over_random,
     label_robust_score,
     summarize,
 )
-from condense.eval.protocol import PROTOCOLS, EvalProtocol, get_protocol
+from condense.eval.protocol import (
+    GRAPH_PROTOCOL,
+    PROTOCOLS,
+    EvalProtocol,
+    GraphProtocol,
+    get_protocol,
+    list_protocols,
+)
 
 __all__ = [
     "evaluate",
     "evaluate_tensors",
+    "check_kind",
     "random_real_baseline",
     "full_data_baseline",
-    "random_subset",
     "EvalProtocol",
+    "GraphProtocol",
+    "GRAPH_PROTOCOL",
     "PROTOCOLS",
     "get_protocol",
+    "list_protocols",
+    "GraphSource",
+    "train_and_test_gnn",
+    "summary_readout",
     "summarize",
     "improvement_over_random",
     "hard_label_recovery",

@@ -1,27 +1,15 @@
-"""The expert-trajectory buffer: ``manifest.json`` plus one safetensors file per expert, read lazily.
+"""The read side of an expert-trajectory buffer: ``ExpertBuffer`` reads a recorded buffer lazily and samples it.
 
-Layout of a buffer directory::
-
-    manifest.json              format + version, dataset name and fingerprint, preprocessing (ZCA describe()),
-                               model spec, parameter names and shapes, expert kind and its config, augmentation,
-                               seeds, snapshot schedule, and per expert: status, seeds, accuracy curve, sha256
-    expert_0000.safetensors    one tensor "params" of shape (S, P): S snapshots (init + one per epoch) of the P
-                               flattened parameters in ``param_names`` order; header metadata repeats the expert's
-                               record (so an interrupted run can be resumed from the files alone)
-    expert_0001.safetensors    ...
-
-Why not the authors' ``replay_buffer_<n>.pt``: those are pickles (unsafe to load) of anonymous tensor lists with no
-record of dataset, ZCA, model or seeds, read whole into RAM. Here every file is checked against its recorded sha256
-before its first read, a buffer made for another dataset, preprocessing or model is refused by
-:meth:`ExpertBuffer.check_compatible`, and snapshots are read by row from memory-mapped files
-(``safetensors.safe_open``), so sampling from 100 experts touches only the two rows it needs.
+The on-disk format (``manifest.json`` plus one safetensors file per expert) is defined in ``manifest.py``. Every
+file is checked against its recorded sha256 before its first read, a buffer made for another dataset, preprocessing
+or model is refused by :meth:`ExpertBuffer.check_compatible`, and snapshots are read by row from memory-mapped files
+(``safetensors.safe_open``), so sampling from 100 experts touches only the two rows it needs. Flat snapshots become
+named parameters through :attr:`ExpertBuffer.layout` (a ``condense.models.ParamLayout``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,60 +17,22 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from condense.errors import ConfigError, DataNotFoundError, IntegrityError, MismatchError
-from condense.io import read_json, sha256_file
+from condense.expert_trajectories.manifest import (
+    MANIFEST_NAME,
+    STORAGE_DTYPES,
+    TENSOR_KEY,
+    canonical_json,
+    read_manifest,
+)
+from condense.io import sha256_file
+from condense.models.params import ParamLayout
 
 if TYPE_CHECKING:
     from condense.data import ImageData
 
-__all__ = [
-    "FORMAT",
-    "FORMAT_VERSION",
-    "MANIFEST_NAME",
-    "ExpertBuffer",
-    "TrajectorySample",
-    "expert_filename",
-    "dataset_record",
-]
+__all__ = ["ExpertBuffer", "TrajectorySample"]
 
 logger = logging.getLogger("condense")
-
-FORMAT = "condense.expert_buffer"
-FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-TENSOR_KEY = "params"
-STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-_REQUIRED_KEYS = (
-    "format",
-    "format_version",
-    "dataset",
-    "preprocessing",
-    "model",
-    "param_names",
-    "param_shapes",
-    "kind",
-    "config",
-    "num_snapshots",
-    "dtype",
-    "experts",
-)
-
-
-def expert_filename(expert_id: int) -> str:
-    """File name of expert ``expert_id`` inside a buffer directory."""
-    return f"expert_{expert_id:04d}.safetensors"
-
-
-def dataset_record(data: ImageData) -> dict[str, Any]:
-    """What a buffer records about its dataset (and compares in :meth:`ExpertBuffer.check_compatible`)."""
-    return {
-        "name": data.name,
-        "fingerprint": data.fingerprint,
-        "num_classes": data.num_classes,
-        "channels": data.channels,
-        "image_size": list(data.image_size),
-        "num_train": int(data.x_train.shape[0]),
-    }
 
 
 @dataclass
@@ -92,7 +42,7 @@ class TrajectorySample:
     Notation (MTT): ``start`` -> theta*_t, ``target`` -> theta*_{t+M}, ``start_epoch`` -> t.
 
     Shape:
-        start: (P,), float32, flattened in ``ExpertBuffer.param_names`` order (use ``ExpertBuffer.unflatten``).
+        start: (P,), float32, flattened in ``ExpertBuffer.param_names`` order (use ``ExpertBuffer.layout.unflatten``).
         target: (P,), float32, same layout.
     """
 
@@ -116,6 +66,8 @@ class ExpertBuffer:
         param_names: parameter names in flattening order (``model.named_parameters()`` order).
         param_shapes: name -> shape.
         num_params: P, the length of one flattened snapshot.
+        layout: the :class:`~condense.models.ParamLayout` of ``param_names`` and ``param_shapes``; its
+            ``unflatten(flat)`` gives named views for ``torch.func.functional_call``, ``flatten(params)`` the inverse.
         num_snapshots: S, snapshots per expert (epochs + 1 unless recorded every k steps).
         kind: ``vanilla``, ``flat`` or ``smooth``.
         config: the expert config the buffer was recorded with, as a dict.
@@ -124,7 +76,7 @@ class ExpertBuffer:
     Example:
         >>> buf = ExpertBuffer.open("buffers/digits_convnet")  # doctest: +SKIP
         >>> s = buf.sample(0, 5, 2, "cpu", generator=torch.Generator().manual_seed(0))  # doctest: +SKIP
-        >>> params = buf.unflatten(s.start)  # doctest: +SKIP
+        >>> params = buf.layout.unflatten(s.start)  # doctest: +SKIP
     """
 
     def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
@@ -133,8 +85,8 @@ class ExpertBuffer:
         self.model_spec: dict[str, Any] = manifest["model"]
         self.param_names: list[str] = list(manifest["param_names"])
         self.param_shapes: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in manifest["param_shapes"].items()}
-        self._numels = [math.prod(self.param_shapes[k]) for k in self.param_names]
-        self.num_params = sum(self._numels)
+        self.layout = ParamLayout(tuple(self.param_names), tuple(self.param_shapes[k] for k in self.param_names))
+        self.num_params = self.layout.numel
         self.num_snapshots = int(manifest["num_snapshots"])
         self.kind: str = manifest["kind"]
         self.config: dict[str, Any] = manifest["config"]
@@ -154,25 +106,13 @@ class ExpertBuffer:
 
         Raises:
             DataNotFoundError: ``path`` or its manifest is missing.
-            IntegrityError: the manifest is not a condense expert buffer, has another format version, or is
-                missing fields.
+            IntegrityError: the manifest is not a condense expert buffer, has another format version (the message
+                names the file and both versions), or is missing fields.
         """
         path = Path(path)
         if not path.is_dir():
             raise DataNotFoundError(f"expert buffer '{path}' not found; record one with `condense experts`")
-        manifest = read_json(path / MANIFEST_NAME)
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise IntegrityError(f"'{path / MANIFEST_NAME}' is not a condense expert-buffer manifest")
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise IntegrityError(
-                f"'{path / MANIFEST_NAME}' has format version {manifest.get('format_version')!r}; this condense "
-                f"reads version {FORMAT_VERSION}; record the buffer again"
-            )
-        missing = [k for k in _REQUIRED_KEYS if k not in manifest]
-        if missing:
-            raise IntegrityError(f"'{path / MANIFEST_NAME}' lacks fields {missing}; the manifest is corrupt")
-        if manifest["dtype"] not in STORAGE_DTYPES:
-            raise IntegrityError(f"'{path / MANIFEST_NAME}' names unknown dtype {manifest['dtype']!r}")
+        manifest = read_manifest(path / MANIFEST_NAME)
         buf = cls(path, manifest)
         if not buf.expert_ids:
             raise IntegrityError(f"expert buffer '{path}' holds no finished expert; record (or resume) it")
@@ -205,19 +145,19 @@ class ExpertBuffer:
         rz, z = rec_pre.get("zca"), pre.get("zca")
         if (rz is None) != (z is None):
             diffs.append(f"ZCA: buffer {'on' if rz else 'off'}, this run {'on' if z else 'off'}")
-        elif rz is not None and _canon(rz) != _canon(z):
+        elif rz is not None and canonical_json(rz) != canonical_json(z):
             diffs.append(f"ZCA matrix: buffer {_short(rz)}, this run {_short(z)}")
         for key in ("mean", "std"):
-            if _canon(rec_pre.get(key)) != _canon(pre.get(key)):
+            if canonical_json(rec_pre.get(key)) != canonical_json(pre.get(key)):
                 diffs.append(f"normalization {key}: buffer {rec_pre.get(key)}, this run {pre.get(key)}")
         spec = self.model_spec
         if spec["name"] != model:
             diffs.append(f"model: buffer {spec['name']}, this run {model}")
-        if model_kwargs is not None and _canon(spec.get("kwargs", {})) != _canon(model_kwargs):
+        if model_kwargs is not None and canonical_json(spec.get("kwargs", {})) != canonical_json(model_kwargs):
             diffs.append(f"model options: buffer {spec.get('kwargs', {})}, this run {model_kwargs}")
         want = {"in_channels": data.channels, "num_classes": data.num_classes, "image_size": list(data.image_size)}
         for key, val in want.items():
-            if _canon(spec.get(key)) != _canon(val):
+            if canonical_json(spec.get(key)) != canonical_json(val):
                 diffs.append(f"model {key}: buffer {spec.get(key)}, this run {val}")
         if diffs:
             raise MismatchError(
@@ -364,35 +304,6 @@ class ExpertBuffer:
             start=start, target=target, expert_id=eid, start_epoch=t, target_epoch=t + expert_epochs
         )
 
-    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Split a flat parameter vector into named views, for ``torch.func.functional_call``.
-
-        Shape:
-            flat: (P,) or (..., P) (leading dims kept, e.g. a stack of K experts).
-            return: name -> (..., *param_shapes[name]), views of ``flat`` in ``param_names`` order.
-        """
-        if flat.shape[-1] != self.num_params:
-            raise MismatchError(
-                f"flat parameters have length {flat.shape[-1]}, this buffer's model has {self.num_params}"
-            )
-        lead = flat.shape[:-1]
-        parts = flat.split(self._numels, dim=-1)
-        return {k: v.view(*lead, *self.param_shapes[k]) for k, v in zip(self.param_names, parts)}
-
-    def flatten(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Inverse of :meth:`unflatten` (concatenates in ``param_names`` order).
-
-        Shape:
-            params: name -> (..., *param_shapes[name]).
-            return: (..., P).
-        """
-        missing = [k for k in self.param_names if k not in params]
-        if missing:
-            raise MismatchError(f"parameters {missing} are missing; the buffer's model has {self.param_names}")
-        first = params[self.param_names[0]]
-        lead = first.shape[: first.ndim - len(self.param_shapes[self.param_names[0]])]
-        return torch.cat([params[k].reshape(*lead, -1) for k in self.param_names], dim=-1)
-
     def __getstate__(self) -> dict[str, Any]:
         # open safetensors handles cannot be pickled (DataLoader workers, multiprocessing); they reopen lazily
         state = dict(self.__dict__)
@@ -405,11 +316,6 @@ class ExpertBuffer:
             f"ExpertBuffer('{self.path}', {self.kind}, {ds['name']}/{self.model_spec['name']}, "
             f"experts={self.num_experts}, snapshots={self.num_snapshots}, params={self.num_params})"
         )
-
-
-def _canon(obj: Any) -> str:
-    """Canonical JSON text, so tuples and lists (and key order) compare equal."""
-    return json.dumps(obj, sort_keys=True)
 
 
 def _short(z: dict[str, Any]) -> str:

@@ -1,8 +1,24 @@
-"""Distillation methods, one file each; importing this package registers them all."""
+"""Distillation methods, one file each; importing this package registers them all.
+
+The entry points live here, above the method files (``base.py`` holds only the interface):
+
+- :func:`distill` checks that the method and the dataset are of the same kind, resolves the config and runs the
+  method: a :class:`Matcher` through the shared runner, a plain :class:`Method` by its own ``distill``.
+- :func:`get_method` / :func:`list_methods` look the registry up (did-you-mean errors, fnmatch filters).
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from condense.config import check_range
+from condense.errors import MismatchError
 from condense.methods import (  # noqa: F401  (registers every built-in method)
+    ast,
     datm,
     dc,
     dm,
@@ -15,6 +31,105 @@ from condense.methods import (  # noqa: F401  (registers every built-in method)
     random_graphs,
     random_real,
 )
-from condense.methods.base import METHODS, Matcher, MatchState, Method, RunContext, distill, get_method, list_methods
+from condense.methods._runner import run_matcher
+from condense.methods.base import METHODS, Matcher, MatchState, Method, RunContext
 
 __all__ = ["METHODS", "Method", "Matcher", "MatchState", "RunContext", "distill", "get_method", "list_methods"]
+
+logger = logging.getLogger("condense")
+
+
+def get_method(name: str) -> Method:
+    """Instantiate the method registered as ``name``.
+
+    Raises:
+        UnknownNameError: no such method (the message suggests the closest name and lists all of them).
+
+    Example:
+        >>> get_method("dm").data_kind
+        'images'
+    """
+    return METHODS.get(name)()
+
+
+def list_methods(pattern: str = "*") -> list[str]:
+    """Registered method names matching the fnmatch ``pattern``, sorted.
+
+    Example:
+        >>> list_methods("d?")
+        ['dc', 'dm']
+    """
+    return METHODS.list(pattern)
+
+
+def _check_kind(method: Method, data: Any) -> None:
+    """One-line :class:`MismatchError` unless ``data.kind`` is the kind of data ``method`` distills."""
+    kind = getattr(data, "kind", None)
+    if kind == method.data_kind:
+        return
+    label = getattr(data, "name", None) or type(data).__name__
+    if kind is None:
+        raise MismatchError(
+            f"method '{method.name}' distills {method.data_kind} but '{label}' ({type(data).__name__}) has no data "
+            "kind; pass a dataset from condense.data.load_dataset"
+        )
+    same = [n for n in METHODS.list() if METHODS.get(n).data_kind == kind]
+    raise MismatchError(
+        f"method '{method.name}' distills {method.data_kind} but '{label}' holds {kind}; "
+        f"{kind.rstrip('s')} methods: {', '.join(same) or 'none'}"
+    )
+
+
+def distill(
+    name: str,
+    data: Any,
+    ipc: int,
+    preset: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    generator: torch.Generator | None = None,
+    run: RunContext | None = None,
+) -> Any:
+    """Distill ``data`` into ``ipc`` items per class with method ``name``.
+
+    Args:
+        name: registered method name (``condense methods`` lists them).
+        data: a dataset of the kind the method distills: an :class:`~condense.data.ImageData` for image methods,
+            a graph dataset for graph methods (``data.kind`` says which).
+        ipc: items per class.
+        preset: preset name; None picks ``"<dataset>-ipc<ipc>"``, then ``"<dataset>"``, when the method has it,
+            else the defaults.
+        overrides: config field overrides applied after the preset.
+        generator: the only source of randomness (None: a generator seeded with 0).
+        run: the run environment (None: CPU, nothing written).
+
+    Returns:
+        A :class:`~condense.synthetic.SyntheticSet`; ``meta["preset"]`` names the preset used.
+
+    Raises:
+        MismatchError: the method distills another kind of data than ``data`` holds.
+        UnknownNameError: unknown method or preset.
+        ConfigError: ``ipc`` < 1, or an override is unknown or out of range.
+
+    Example:
+        >>> from condense.data import load_dataset
+        >>> syn = distill("random_real", load_dataset("digits"), ipc=1)
+        >>> syn.images.shape
+        torch.Size([10, 1, 8, 8])
+    """
+    check_range("ipc", ipc, 1)
+    method = get_method(name)
+    _check_kind(method, data)
+    if preset is None:
+        preset = method.default_preset(getattr(data, "name", ""), ipc)
+    cfg = method.resolve_config(preset, overrides)
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    run = run or RunContext()
+    logger.info("distilling %s with %s (ipc %d, preset %s)", getattr(data, "name", "?"), name, ipc, preset)
+    if isinstance(method, Matcher):
+        syn = run_matcher(method, data, cfg, ipc, generator, run)
+    else:
+        syn = method.distill(data, cfg, ipc, generator, run)
+    if preset is not None:
+        syn.meta.setdefault("preset", preset)
+    return syn

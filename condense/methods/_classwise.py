@@ -11,15 +11,11 @@ from typing import Any
 
 import torch
 
+from condense.augment import get_augment
+from condense.config import check_choice
 from condense.errors import ConfigError, DataFormatError
 
-__all__ = [
-    "init_images",
-    "class_major_labels",
-    "ClassSampler",
-    "siamese_augment",
-    "INIT_MODES",
-]
+__all__ = ["init_images", "class_major_labels", "real_data_runtime", "ClassSampler", "siamese_augment", "INIT_MODES"]
 
 INIT_MODES = ("real", "noise")
 
@@ -64,8 +60,7 @@ def init_images(data: Any, ipc: int, mode: str, generator: torch.Generator) -> t
         >>> tuple(x.shape), y[:4].tolist()
         ((20, 1, 8, 8), [0, 0, 1, 1])
     """
-    if mode not in INIT_MODES:
-        raise ConfigError(f"init={mode!r} is not supported; allowed: {', '.join(INIT_MODES)}")
+    check_choice("init", mode, INIT_MODES)
     k, device = data.num_classes, data.x_train.device
     labels = class_major_labels(k, ipc, device)
     if mode == "noise":
@@ -89,8 +84,6 @@ def init_images(data: Any, ipc: int, mode: str, generator: torch.Generator) -> t
 def real_data_runtime(data: Any, cfg: Any, device: torch.device | str) -> dict[str, Any]:
     """The objects a real-data matcher (DC, DM) rebuilds on start and resume: the data on ``device``, a per-class
     sampler and the augmentation named by ``cfg.augment``. Nothing here is checkpointed."""
-    from condense.augment import get_augment
-
     device = torch.device(device)
     return {
         "data": data,

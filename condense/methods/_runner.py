@@ -3,12 +3,9 @@
 A matcher file holds only its algorithm (``init_state``, ``step``, ``to_synthetic``); :func:`run_matcher` supplies
 everything a long run needs around it:
 
-- **Checkpoints** every ``run.checkpoint_every`` iterations and at the end, into ``run.out_dir``:
-  ``checkpoint.safetensors`` (the state's tensors, prefixed ``state/``, plus the generator state as a uint8 tensor
-  ``generator``) and ``checkpoint.json`` (method, resolved config, dataset name and fingerprint, IPC, iteration,
-  scalars, the tensor file's sha256). Both files are written atomically, the tensor file first. The tensor file
-  also embeds the same record and a digest of its own tensors, so a kill that lands between the two writes leaves
-  a tensor file that still verifies on its own: resume then uses it and says so.
+- **Checkpoints** every ``run.checkpoint_every`` iterations and at the end, into ``run.out_dir``: the state's
+  tensors, the generator state and a JSON record (the format is ``condense.methods._checkpoint``). A kill between
+  the two file writes leaves a tensor file that still verifies on its own: resume then uses it and says so.
 - **Resume** (``run.resume``): the checkpoint is verified (checksums), refused with :class:`MismatchError` when its
   method, config, dataset or IPC differ from this run, then ``matcher.restore_runtime`` rebuilds what is not saved.
   The generator state is restored too, so an interrupted-then-resumed run equals an uninterrupted one bit for bit
@@ -35,222 +32,32 @@ included) and everything rebuildable in ``state.runtime``.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import math
-import struct
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from condense.config import config_to_dict
-from condense.errors import DivergenceError, IntegrityError, MismatchError
-from condense.io import read_json, save_tensors, sha256_bytes, write_json_atomic
+from condense.errors import DivergenceError, MismatchError
+from condense.methods._checkpoint import (
+    identity_differences,
+    load_checkpoint,
+    restore_state,
+    run_identity,
+    save_checkpoint,
+)
 from condense.methods.base import Matcher, MatchState, RunContext
 
-__all__ = [
-    "run_matcher",
-    "save_checkpoint",
-    "load_checkpoint",
-    "CHECKPOINT_TENSORS",
-    "CHECKPOINT_JSON",
-    "LOG_NAME",
-    "MAX_CONSECUTIVE_DIVERGENCES",
-]
+__all__ = ["run_matcher", "LOG_NAME", "MAX_CONSECUTIVE_DIVERGENCES"]
 
 logger = logging.getLogger("condense")
 
-CHECKPOINT_TENSORS = "checkpoint.safetensors"
-CHECKPOINT_JSON = "checkpoint.json"
 LOG_NAME = "log.jsonl"
-CHECKPOINT_FORMAT = "condense.checkpoint"
-CHECKPOINT_VERSION = 1
 #: Consecutive non-finite steps (each rolled back, image lr reduced) before the run gives up.
 MAX_CONSECUTIVE_DIVERGENCES = 5
-_STATE_PREFIX = "state/"
-_GEN_KEY = "generator"
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Identity of a run: what a checkpoint must agree with to be resumed
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def _identity(matcher: Matcher, data: Any, cfg: Any, ipc: int) -> dict[str, Any]:
-    prep = data.preprocessing() if hasattr(data, "preprocessing") else {}
-    return {
-        "method": matcher.name,
-        "config": config_to_dict(cfg),
-        "dataset": getattr(data, "name", ""),
-        "fingerprint": getattr(data, "fingerprint", ""),
-        "preprocessing": json.loads(json.dumps(prep)),
-        "ipc": int(ipc),
-    }
-
-
-def _differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    out = []
-    for key in ("method", "dataset", "fingerprint", "preprocessing", "ipc"):
-        if saved.get(key) != current[key]:
-            out.append(f"{key}: checkpoint {saved.get(key)!r}, this run {current[key]!r}")
-    old_cfg, new_cfg = saved.get("config") or {}, current["config"]
-    for key in sorted(set(old_cfg) | set(new_cfg)):
-        old, new = old_cfg.get(key, "<absent>"), new_cfg.get(key, "<absent>")
-        if old != new:
-            out.append(f"config.{key}: checkpoint {old!r}, this run {new!r}")
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Checkpoint files
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def _content_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over every tensor's name, dtype, shape and raw bytes (independent of the file layout)."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _safetensors_metadata(blob: bytes) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors blob (8-byte little-endian header length, then a JSON header)."""
-    if len(blob) < 8:
-        return {}
-    (n,) = struct.unpack("<Q", blob[:8])
-    try:
-        header = json.loads(blob[8 : 8 + n])
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return meta if isinstance(meta, dict) else {}
-
-
-def save_checkpoint(
-    out_dir: Path,
-    state: MatchState,
-    gen: torch.Generator,
-    iteration: int,
-    identity: dict[str, Any],
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Write ``checkpoint.safetensors`` then ``checkpoint.json`` atomically; returns the tensor file's path.
-
-    Args:
-        out_dir: the run folder.
-        state: the matcher state after ``iteration`` completed iterations (must be finite).
-        gen: the run's generator; its state is saved so the resumed run draws the same numbers.
-        iteration: completed iterations.
-        identity: method, resolved config, dataset, fingerprint and IPC of the run.
-        extra: JSON values kept with the checkpoint (divergence count, elapsed seconds).
-
-    Raises:
-        IntegrityError: a floating tensor or scalar is non-finite (never saved).
-    """
-    tensors: dict[str, torch.Tensor] = {}
-    layout: dict[str, dict[str, Any]] = {}
-    for name, t in state.tensors.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise IntegrityError(f"refusing to checkpoint non-finite values in state tensor '{name}'")
-        tensors[_STATE_PREFIX + name] = t.detach().cpu()
-        # strides too: a (N, 1, H, W) tensor is "contiguous" with several stride patterns, and convolution picks
-        # different kernels (different float rounding) for them, so exact resume needs the same layout
-        layout[name] = {"device": t.device.type, "requires_grad": bool(t.requires_grad), "stride": list(t.stride())}
-    tensors[_GEN_KEY] = gen.get_state()
-    record = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        **identity,
-        "iteration": int(iteration),
-        "scalars": state.scalars,
-        "tensors": layout,
-        "generator_device": gen.device.type,
-        "extra": dict(extra or {}),
-        "content_sha256": _content_digest(tensors),
-    }
-    text = json.dumps(record, allow_nan=False)  # refuses NaN/inf scalars before anything is written
-    out_dir = Path(out_dir)
-    tpath = out_dir / CHECKPOINT_TENSORS
-    digest = save_tensors(tpath, tensors, metadata={"format": CHECKPOINT_FORMAT, "record": text})
-    write_json_atomic(out_dir / CHECKPOINT_JSON, {**record, "sha256": digest})
-    return tpath
-
-
-def load_checkpoint(out_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor] | None:
-    """Read and verify the checkpoint in ``out_dir``; None when there is none.
-
-    Returns:
-        ``(record, state_tensors, generator_state)``; the tensors are on the CPU.
-
-    Raises:
-        IntegrityError: the tensor file fails its checksum or its content digest, or the JSON is not a checkpoint.
-    """
-    out_dir = Path(out_dir)
-    tpath, jpath = out_dir / CHECKPOINT_TENSORS, out_dir / CHECKPOINT_JSON
-    if not tpath.is_file():
-        if jpath.is_file():
-            raise IntegrityError(f"'{jpath}' exists but '{tpath}' is missing; delete '{jpath}' to start afresh")
-        return None
-    from safetensors.torch import load
-
-    blob = tpath.read_bytes()
-    file_sha = sha256_bytes(blob)
-    try:
-        embedded = json.loads(_safetensors_metadata(blob).get("record", "null"))
-        tensors = load(blob)
-    except Exception as e:  # safetensors and json raise their own error types
-        raise IntegrityError(f"'{tpath}' is not a valid condense checkpoint ({e})") from e
-    if not isinstance(embedded, dict) or embedded.get("format") != CHECKPOINT_FORMAT:
-        raise IntegrityError(f"'{tpath}' is not a condense checkpoint (no embedded record)")
-    if embedded.get("version") != CHECKPOINT_VERSION:
-        raise IntegrityError(
-            f"'{tpath}' has checkpoint version {embedded.get('version')}; this condense reads {CHECKPOINT_VERSION}"
-        )
-    got = _content_digest(tensors)
-    if got != embedded.get("content_sha256"):
-        raise IntegrityError(
-            f"checksum mismatch for the tensors in '{tpath}': recorded {str(embedded.get('content_sha256'))[:16]}..., "
-            f"file has {got[:16]}...; the file was modified"
-        )
-    sidecar = read_json(jpath) if jpath.is_file() else None
-    if isinstance(sidecar, dict) and sidecar.get("sha256") != file_sha:
-        if int(sidecar.get("iteration", -1)) >= int(embedded["iteration"]):
-            raise IntegrityError(
-                f"checksum mismatch for '{tpath}': '{jpath}' records {str(sidecar.get('sha256'))[:16]}..., file has "
-                f"{file_sha[:16]}...; the file was truncated or modified"
-            )
-        logger.warning(
-            "'%s' is older than '%s' (interrupted write); resuming from the tensor file's own record", jpath, tpath
-        )
-    elif sidecar is None:
-        logger.warning("'%s' is missing; resuming from the record embedded in '%s'", jpath, tpath)
-    gen_state = tensors.pop(_GEN_KEY)
-    state_tensors = {k[len(_STATE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_STATE_PREFIX)}
-    return embedded, state_tensors, gen_state
-
-
-def _restore_from_checkpoint(
-    record: dict[str, Any], tensors: dict[str, torch.Tensor], device: torch.device
-) -> MatchState:
-    state = MatchState(scalars=copy.deepcopy(record.get("scalars") or {}))
-    layout = record.get("tensors") or {}
-    for name, t in tensors.items():
-        info = layout.get(name, {})
-        target = torch.device("cpu") if info.get("device", "cpu") == "cpu" else device
-        stride = info.get("stride")
-        if stride is not None and len(stride) == t.ndim and tuple(stride) != t.stride():
-            t = torch.empty_strided(t.shape, tuple(stride), dtype=t.dtype).copy_(t)
-        t = t.to(target)
-        if info.get("requires_grad") and t.is_floating_point():
-            t.requires_grad_(True)
-        state.tensors[name] = t
-    return state
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -338,27 +145,17 @@ def _to_float(v: Any) -> Any:
 
 
 def _monitor(syn: Any, data: Any, cfg: Any, run: RunContext) -> dict[str, Any]:
+    """Score the current set with the shared protocol of the data's kind (a fixed seed: the run's generator is
+    never consumed). Images: ``run.eval_epochs`` epochs of the method's model (convnet by default); graphs: the
+    graph protocol's own length, GCN by default."""
+    from condense.eval import evaluate
+
     t0 = time.perf_counter()
-    if getattr(syn, "kind", "") == "graph_summary":  # graph methods: the shared graph protocol, GCN by default
-        from condense.eval.graph import evaluate_graph_set
-
-        row = evaluate_graph_set(
-            syn, data, models=list(run.eval_models or ["gcn"]), seeds=run.eval_seeds, device=run.device, quiet=True
-        )
+    if getattr(data, "kind", "images") == "graphs":
+        models, epochs = list(run.eval_models or ["gcn"]), None
     else:
-        from condense.eval import evaluate
-
-        models = list(run.eval_models or [getattr(cfg, "model", None) or "convnet"])
-        row = evaluate(
-            syn,
-            data,
-            models=models,
-            seeds=run.eval_seeds,
-            epochs=run.eval_epochs,
-            device=run.device,
-            quiet=True,
-            seed=0,
-        )
+        models, epochs = list(run.eval_models or [getattr(cfg, "model", None) or "convnet"]), run.eval_epochs
+    row = evaluate(syn, data, models=models, seeds=run.eval_seeds, epochs=epochs, device=run.device, quiet=True, seed=0)
     acc = {m: float(v["mean"]) for m, v in row["accuracy"].items()}
     std = {m: float(v["std"]) for m, v in row["accuracy"].items()}
     return {"accuracy": acc, "std": std, "seconds": time.perf_counter() - t0}
@@ -395,14 +192,14 @@ def run_matcher(matcher: Matcher, data: Any, cfg: Any, ipc: int, gen: torch.Gene
     """
     num_iterations = int(cfg.num_iterations)
     out_dir = run.out_dir
-    identity = _identity(matcher, data, cfg, ipc)
+    identity = run_identity(matcher, data, cfg, ipc)
     device = torch.device(run.device)
 
     start, divergences, seconds_before, resumed_from = 0, 0, 0.0, None
     loaded = load_checkpoint(out_dir) if (out_dir is not None and run.resume) else None
     if loaded is not None:
         record, tensors, gen_state = loaded
-        diffs = _differences(record, identity)
+        diffs = identity_differences(record, identity)
         if diffs:
             raise MismatchError(
                 f"the checkpoint in '{out_dir}' belongs to another run ({'; '.join(diffs)}); "
@@ -413,7 +210,7 @@ def run_matcher(matcher: Matcher, data: Any, cfg: Any, ipc: int, gen: torch.Gene
                 f"the checkpoint in '{out_dir}' saved a {record.get('generator_device')} generator, this run passes a "
                 f"{gen.device.type} one; pass a generator on {record.get('generator_device')} to resume"
             )
-        state = _restore_from_checkpoint(record, tensors, device)
+        state = restore_state(record, tensors, device)
         gen.set_state(gen_state)
         start = resumed_from = int(record["iteration"])
         divergences = int(record.get("extra", {}).get("divergences", 0))

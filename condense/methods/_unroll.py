@@ -49,9 +49,11 @@ from torch import nn
 from torch.func import functional_call, grad, vjp
 
 from condense.models.params import ParamLayout
+from condense.optim import sgd
 
 __all__ = [
-    "ParamLayout",
+    "ENGINES",
+    "MODES",
     "StepPlan",
     "MatchTarget",
     "MetaGrad",
@@ -262,8 +264,7 @@ def _full(loss_fn, engine, theta0, images, labels, lr, plan, matches, momentum, 
     with torch.enable_grad():
         for i, p in enumerate(plan, start=1):
             g = grad_fn(theta, x[p.idx], y[p.idx], p.aug_params)
-            buf = g if buf is None or momentum == 0.0 else momentum * buf + g
-            theta = theta - alpha * buf
+            theta, buf = sgd(theta, g, buf, alpha, momentum)  # b <- mu * b + g; theta <- theta - alpha * b
             for m in by_step.get(i, ()):
                 d = parameter_distance(theta, m.target, theta0)
                 loss = loss + m.weight * d
@@ -289,8 +290,7 @@ def _lean(loss_fn, engine, theta0, images, labels, lr, plan, matches, momentum, 
     theta, buf = theta0, None
     for p in plan:
         g = grad_fn(theta, x[p.idx], y[p.idx], p.aug_params)
-        buf = g if buf is None or momentum == 0.0 else momentum * buf + g
-        theta = theta - alpha * buf
+        theta, buf = sgd(theta, g, buf, alpha, momentum)
         thetas.append(theta)
         if momentum != 0.0:
             bufs.append(buf)

@@ -1,18 +1,20 @@
-"""The method interface: a registry of distillation methods, ``Method`` and ``Matcher``, and ``distill()``.
+"""The method interface: the method registry, ``Method``, ``Matcher``, ``MatchState`` and ``RunContext``.
 
 Two shapes of method (see STYLE.md §4):
 
 - :class:`Method`: one call, ``distill(data, cfg, ipc, generator, run) -> SyntheticSet`` (coresets, Mirage,
   recover + relabel).
-- :class:`Matcher`: iterative optimization (DC, DM, MTT, FTD, DATM) with ``init_state``/``step``/``to_synthetic``;
-  the shared runner (``condense.methods._runner``) supplies the loop, checkpoint/resume, NaN rollback,
-  evaluation cadence, progress bar and JSONL log, so a method file holds only its algorithm.
+- :class:`Matcher`: iterative optimization (DC, DM, MTT, FTD, DATM, DosCond) with ``init_state``/``step``/
+  ``to_synthetic``; the shared runner (``condense.methods._runner``) supplies the loop, checkpoint/resume, NaN
+  rollback, evaluation cadence, progress bar and JSONL log, so a method file holds only its algorithm.
+
+This file imports nothing else from ``condense.methods``: the entry points ``distill``, ``get_method`` and
+``list_methods`` live in the package face (``condense/methods/__init__.py``), which imports every method file first.
 """
 
 from __future__ import annotations
 
 import abc
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,22 +22,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from condense.config import resolve_config
+from condense.config import preset_key, resolve_config
 from condense.registry import Registry
 
-__all__ = [
-    "METHODS",
-    "register_method",
-    "Method",
-    "Matcher",
-    "MatchState",
-    "RunContext",
-    "distill",
-    "get_method",
-    "list_methods",
-]
-
-logger = logging.getLogger("condense")
+__all__ = ["METHODS", "register_method", "Method", "Matcher", "MatchState", "RunContext"]
 
 METHODS: Registry[type[Method]] = Registry("method")
 
@@ -66,9 +56,6 @@ class RunContext:
         resume: resume from the newest checkpoint in ``out_dir`` when one exists.
         quiet: silence progress bars.
         buffer: path of an expert-trajectory buffer (trajectory matchers).
-        teacher: path of a trained teacher (recover + relabel methods).
-        data_root: where datasets live (for methods that load more than the main dataset).
-        num_workers: data-loader workers where a method uses one.
     """
 
     device: torch.device | str = "cpu"
@@ -81,10 +68,6 @@ class RunContext:
     resume: bool = True
     quiet: bool = False
     buffer: Path | None = None
-    teacher: Path | None = None
-    data_root: str | None = None
-    num_workers: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
@@ -92,8 +75,6 @@ class RunContext:
             self.out_dir = Path(self.out_dir)
         if self.buffer is not None:
             self.buffer = Path(self.buffer)
-        if self.teacher is not None:
-            self.teacher = Path(self.teacher)
 
 
 @dataclass
@@ -114,8 +95,8 @@ class MatchState:
 class Method(abc.ABC):
     """Base class of every distillation method.
 
-    Subclasses set ``Config`` (a frozen dataclass) and ``presets`` (``"<dataset>-ipc<N>" -> overrides``) and
-    implement :meth:`distill`.
+    Subclasses set ``Config`` (a frozen dataclass), ``presets`` (``"<dataset>-ipc<N>"`` or ``"<dataset>"`` ->
+    overrides, built with :func:`condense.config.preset`) and ``data_kind``, and implement :meth:`distill`.
     """
 
     name: ClassVar[str] = ""
@@ -131,9 +112,15 @@ class Method(abc.ABC):
         return resolve_config(self.Config, self.presets, preset, overrides)
 
     def default_preset(self, dataset: str, ipc: int) -> str | None:
-        """The preset named ``"<dataset>-ipc<ipc>"`` when the method has one."""
-        key = f"{dataset}-ipc{ipc}"
-        return key if key in self.presets else None
+        """The preset ``"<dataset>-ipc<ipc>"``, else the per-dataset preset ``"<dataset>"``, else None.
+
+        ``distill()`` uses it when no preset is named: DM on ``digits`` at IPC 10 gets ``"digits-ipc10"``, DosCond on
+        ``tu:MUTAG`` at any IPC gets ``"tu:MUTAG"`` (the authors' script sets its lr per dataset).
+        """
+        for key in (preset_key(dataset, ipc), preset_key(dataset)):
+            if key in self.presets:
+                return key
+        return None
 
     @abc.abstractmethod
     def distill(self, data: Any, cfg: Any, ipc: int, generator: torch.Generator, run: RunContext) -> Any:
@@ -142,7 +129,22 @@ class Method(abc.ABC):
 
 class Matcher(Method):
     """An iterative method: the shared runner calls ``init_state`` once, ``step`` per iteration, then
-    ``to_synthetic``. ``cfg`` must have an ``num_iterations`` field."""
+    ``to_synthetic``. ``cfg`` must have a ``num_iterations`` field.
+
+    A Matcher has no ``distill`` of its own: :func:`condense.methods.distill` hands it to the shared runner
+    (``condense.methods._runner.run_matcher``), which owns the loop around these hooks.
+    """
+
+    def distill(self, data: Any, cfg: Any, ipc: int, generator: torch.Generator, run: RunContext) -> Any:
+        """Not how a Matcher runs: :func:`condense.methods.distill` hands it to the shared runner.
+
+        Raises:
+            TypeError: always, naming the entry point to call instead.
+        """
+        raise TypeError(
+            f"{type(self).__name__} is a Matcher: run it with condense.methods.distill('{self.name}', data, ipc, ...), "
+            "which drives init_state/step/to_synthetic through the shared runner"
+        )
 
     @abc.abstractmethod
     def init_state(self, data: Any, cfg: Any, ipc: int, gen: torch.Generator, run: RunContext) -> MatchState:
@@ -164,65 +166,3 @@ class Matcher(Method):
     @abc.abstractmethod
     def to_synthetic(self, state: MatchState) -> Any:
         """The artifact of the current state (the final state, or the method's documented EMA)."""
-
-    def distill(self, data: Any, cfg: Any, ipc: int, generator: torch.Generator, run: RunContext) -> Any:
-        from condense.methods._runner import run_matcher
-
-        return run_matcher(self, data, cfg, ipc, generator, run)
-
-
-def get_method(name: str) -> Method:
-    """Instantiate the method registered as ``name`` (did-you-mean error otherwise)."""
-    import condense.methods  # noqa: F401  (registers the built-in methods)
-
-    return METHODS.get(name)()
-
-
-def list_methods(pattern: str = "*") -> list[str]:
-    """Registered method names matching ``pattern``."""
-    import condense.methods  # noqa: F401
-
-    return METHODS.list(pattern)
-
-
-def distill(
-    name: str,
-    data: Any,
-    ipc: int,
-    preset: str | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    generator: torch.Generator | None = None,
-    run: RunContext | None = None,
-) -> Any:
-    """Distill ``data`` into ``ipc`` items per class with method ``name``.
-
-    Args:
-        name: registered method name (``condense methods`` lists them).
-        data: an :class:`~condense.data.ImageData` (or a graph dataset for graph methods).
-        ipc: items per class.
-        preset: preset name; None picks ``"<dataset>-ipc<ipc>"`` when the method has it, else the defaults.
-        overrides: config field overrides applied after the preset.
-        generator: the only source of randomness (None: a generator seeded with 0).
-        run: the run environment (None: CPU, nothing written).
-
-    Example:
-        >>> from condense import distill, load_dataset
-        >>> syn = distill("random_real", load_dataset("digits"), ipc=1)
-        >>> syn.images.shape
-        torch.Size([10, 1, 8, 8])
-    """
-    from condense.config import check_range
-
-    check_range("ipc", ipc, 1)
-    method = get_method(name)
-    if preset is None:
-        preset = method.default_preset(getattr(data, "name", ""), ipc)
-    cfg = method.resolve_config(preset, overrides)
-    if generator is None:
-        generator = torch.Generator().manual_seed(0)
-    run = run or RunContext()
-    logger.info("distilling %s with %s (ipc %d, preset %s)", getattr(data, "name", "?"), name, ipc, preset)
-    syn = method.distill(data, cfg, ipc, generator, run)
-    if preset is not None:
-        syn.meta.setdefault("preset", preset)
-    return syn

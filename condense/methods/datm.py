@@ -11,6 +11,10 @@ Algorithm (``NUS-HPC-AI-Lab/DATM:distill/DATM.py``): MTT on FTD's flat experts, 
 4. L = MTT's normalized distance; if L > ``threshold`` the iteration applies no update;
 5. otherwise SGD on X (lr_img, momentum 0.5), alpha (lr_lr, momentum 0.5) and y (lr_y, momentum 0.9).
 
+Shape: :class:`DATM` subclasses :class:`~condense.methods.mtt.MTT`, adds ``init_correct`` to its
+``expert_inits`` (1, correct samples) and overrides ``init_state`` (1, soft labels), ``start_window`` (2, the growing
+window) and ``update`` (4-5, the threshold and the label update); everything else is ``MTT.step``.
+
 Defaults: DATM's CIFAR-10 IPC 10 config (``configs/CIFAR-10/ConvIN/IPC10.yaml``) and ``utils/cfg.py``; presets: the
 configs at HEAD (reference/trajectory.md Section 4.2), 10000 iterations, ZCA on (load the data with ``zca=True``).
 
@@ -27,20 +31,25 @@ Differences from the authors' code:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
-from condense.config import check_range
+from condense.config import check_range, preset
 from condense.errors import ConfigError
-from condense.methods._trajectory import DIGITS_PRESET, TrajectoryConfig, TrajectoryMatcher, expert_logits
-from condense.methods.base import MatchState, register_method
+from condense.methods._trajectory import expert_logits, init_correct, sgd_inplace_
+from condense.methods._unroll import MetaGrad
+from condense.methods.base import MatchState, RunContext, register_method
+from condense.methods.mtt import DIGITS_PRESET, MTT, MTTConfig
 
 __all__ = ["DATM", "DATMConfig", "PRESETS"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class DATMConfig(TrajectoryConfig):
+class DATMConfig(MTTConfig):
     """DATM hyperparameters (defaults: ``configs/CIFAR-10/ConvIN/IPC10.yaml`` and ``utils/cfg.py``)."""
+
+    inits: ClassVar[tuple[str, ...]] = ("real", "noise", "correct")
 
     num_iterations: int = 10000  # all DATM configs
     syn_steps: int = 80  # N (C10-10)
@@ -52,7 +61,7 @@ class DATMConfig(TrajectoryConfig):
     sequential_generation: bool = True  # grow the window (utils/cfg.py Sequential_Generation default True)
     lr_img: float = 100.0  # (C10-10)
     lr_lr: float = 1e-5  # (C10-10)
-    lr_teacher: float = 0.01  # alpha_0 (all configs)
+    lr_student_init: float = 0.01  # alpha_0 (all configs: lr_teacher)
     batch_syn: int | None = 100  # (C10-10 after the 2024-04 fix)
     init: str = "correct"  # samples_predicted_correctly (all configs but C100-50)
     expert_kind: str = "flat"  # FTD's GSAM buffers (README)
@@ -78,33 +87,229 @@ class DATMConfig(TrajectoryConfig):
             check_range("num_label_experts", self.num_label_experts, 1)
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# Presets: configs/<dataset>/ConvIN/IPC*.yaml at HEAD (reference/trajectory.md 4.2). A fixed window
+# (sequential_generation=False) starts at its top, current_max_start_epoch = max_start_epoch; a growing one starts at
+# current_max_start_epoch and reaches max_start_epoch after expansion_end_iterations. Fields a config leaves at the
+# DATMConfig default (init="correct", threshold=1.0) are not repeated.
+# ----------------------------------------------------------------------------------------------------------------------
+
+_SRC = "DATM configs/{ds}/ConvIN/IPC{ipc}.yaml at HEAD 97ae510 (reference/trajectory.md 4.2)"
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "cifar10-ipc1": preset(
+        source=_SRC.format(ds="CIFAR-10", ipc=1),
+        syn_steps=80,
+        expert_epochs=2,
+        min_start_epoch=0,
+        current_max_start_epoch=4,
+        max_start_epoch=4,
+        sequential_generation=False,
+        lr_img=100.0,
+        lr_lr=1e-7,
+        lr_y=5.0,
+        batch_syn=10,
+        threshold=1.1,
+    ),
+    "cifar10-ipc10": preset(
+        source=_SRC.format(ds="CIFAR-10", ipc=10),
+        syn_steps=80,
+        expert_epochs=2,
+        min_start_epoch=0,
+        current_max_start_epoch=10,
+        max_start_epoch=20,
+        sequential_generation=True,
+        expansion_end_iterations=1000,
+        lr_img=100.0,
+        lr_lr=1e-5,
+        lr_y=2.0,
+        batch_syn=100,
+    ),
+    "cifar10-ipc50": preset(
+        source=_SRC.format(ds="CIFAR-10", ipc=50),
+        syn_steps=80,
+        expert_epochs=2,
+        min_start_epoch=0,
+        current_max_start_epoch=20,
+        max_start_epoch=40,
+        sequential_generation=True,
+        expansion_end_iterations=2000,
+        lr_img=1000.0,
+        lr_lr=1e-5,
+        lr_y=2.0,
+        batch_syn=500,
+    ),
+    "cifar10-ipc500": preset(
+        source=_SRC.format(ds="CIFAR-10", ipc=500),
+        syn_steps=40,
+        expert_epochs=2,
+        min_start_epoch=40,
+        current_max_start_epoch=60,
+        max_start_epoch=60,
+        sequential_generation=False,
+        lr_img=50.0,
+        lr_lr=1e-5,
+        lr_y=10.0,
+        batch_syn=1000,
+    ),
+    "cifar10-ipc1000": preset(
+        source=_SRC.format(ds="CIFAR-10", ipc=1000),
+        syn_steps=100,
+        expert_epochs=2,
+        min_start_epoch=40,
+        current_max_start_epoch=60,
+        max_start_epoch=60,
+        sequential_generation=False,
+        lr_img=50.0,
+        lr_lr=1e-5,
+        lr_y=10.0,
+        batch_syn=1000,
+    ),
+    "cifar100-ipc1": preset(
+        source=_SRC.format(ds="CIFAR-100", ipc=1),
+        syn_steps=40,
+        expert_epochs=3,
+        min_start_epoch=0,
+        current_max_start_epoch=10,
+        max_start_epoch=20,
+        sequential_generation=True,
+        expansion_end_iterations=1000,
+        lr_img=1000.0,
+        lr_lr=1e-5,
+        lr_y=10.0,
+        batch_syn=100,
+    ),
+    "cifar100-ipc10": preset(
+        source=_SRC.format(ds="CIFAR-100", ipc=10),
+        syn_steps=80,
+        expert_epochs=2,
+        min_start_epoch=0,
+        current_max_start_epoch=30,
+        max_start_epoch=50,
+        sequential_generation=True,
+        expansion_end_iterations=2000,
+        lr_img=1000.0,
+        lr_lr=1e-5,
+        lr_y=10.0,
+        batch_syn=1000,
+    ),
+    "cifar100-ipc50": preset(
+        source=_SRC.format(ds="CIFAR-100", ipc=50),
+        syn_steps=80,
+        expert_epochs=2,
+        min_start_epoch=20,
+        current_max_start_epoch=70,
+        max_start_epoch=70,
+        sequential_generation=False,
+        lr_img=1000.0,
+        lr_lr=1e-5,
+        lr_y=10.0,
+        batch_syn=1000,
+        init="real",
+    ),
+    "cifar100-ipc100": preset(
+        source=_SRC.format(ds="CIFAR-100", ipc=100),
+        syn_steps=80,
+        expert_epochs=2,
+        min_start_epoch=30,
+        current_max_start_epoch=70,
+        max_start_epoch=70,
+        sequential_generation=False,
+        lr_img=50.0,
+        lr_lr=1e-5,
+        lr_y=10.0,
+        batch_syn=1000,
+    ),
+    "tinyimagenet-ipc1": preset(
+        source=_SRC.format(ds="TinyImageNet", ipc=1),
+        syn_steps=40,
+        expert_epochs=2,
+        min_start_epoch=0,
+        current_max_start_epoch=15,
+        max_start_epoch=20,
+        sequential_generation=True,
+        expansion_end_iterations=2000,
+        lr_img=10000.0,
+        lr_lr=1e-4,
+        lr_y=10.0,
+        batch_syn=200,
+    ),
+    "tinyimagenet-ipc10": preset(
+        source=_SRC.format(ds="TinyImageNet", ipc=10),
+        syn_steps=40,
+        expert_epochs=2,
+        min_start_epoch=10,
+        current_max_start_epoch=50,
+        max_start_epoch=50,
+        sequential_generation=False,
+        lr_img=100.0,
+        lr_lr=1e-4,
+        lr_y=10.0,
+        batch_syn=500,
+    ),
+    "tinyimagenet-ipc50": preset(
+        source=_SRC.format(ds="TinyImageNet", ipc=50),
+        syn_steps=20,
+        expert_epochs=2,
+        min_start_epoch=40,
+        current_max_start_epoch=70,
+        max_start_epoch=70,
+        sequential_generation=False,
+        lr_img=100.0,
+        lr_lr=1e-4,
+        lr_y=10.0,
+        batch_syn=1000,
+    ),
+    # digits: MTT's digits preset (on a flat buffer) plus DATM's window, labels and threshold
+    "digits-ipc1": {
+        **DIGITS_PRESET,
+        "min_start_epoch": 0,
+        "current_max_start_epoch": 2,
+        "expansion_end_iterations": 30,
+        "lr_y": 2.0,
+        "batch_syn": None,
+        "threshold": 1.1,
+    },
+    "digits-ipc10": {
+        **DIGITS_PRESET,
+        "min_start_epoch": 0,
+        "current_max_start_epoch": 2,
+        "expansion_end_iterations": 30,
+        "lr_y": 2.0,
+        "batch_syn": 50,
+        "threshold": 1.0,
+    },
+}
+
+
 @register_method("datm")
-class DATM(TrajectoryMatcher):
-    """Difficulty-Aligned Trajectory Matching (Guo et al., ICLR 2024, arXiv:2310.05773)."""
+class DATM(MTT):
+    """Difficulty-Aligned Trajectory Matching (Guo et al., ICLR 2024, arXiv:2310.05773).
+
+    State: MTT's; with ``soft_labels`` the labels are (N, K) float logits with their momentum ``mom_labels``.
+    """
 
     Config = DATMConfig
-    demo_buffer = {**TrajectoryMatcher.demo_buffer, "kind": "flat"}
+    presets = PRESETS
+    expert_inits = {"correct": init_correct}  # step 1: real images an expert classifies correctly
 
-    def start_window(self, cfg: DATMConfig, it: int) -> tuple[int, int]:
-        """DATM Sequential_Generation: UB = min(cur + floor((max - cur) * it / expansion_end), max)."""
-        if not cfg.sequential_generation:
-            return cfg.min_start_epoch, cfg.max_start_epoch
-        cur, top = cfg.current_max_start_epoch, cfg.max_start_epoch
-        ub = min(cur + (top - cur) * it // cfg.expansion_end_iterations, top)
-        return cfg.min_start_epoch, ub
-
-    def accept(self, loss: float, cfg: DATMConfig) -> bool:
-        return loss <= cfg.threshold
-
-    def label_lr(self, cfg: DATMConfig) -> tuple[float, float]:
-        return cfg.lr_y, cfg.momentum_y
+    def init_state(self, data: Any, cfg: DATMConfig, ipc: int, gen: torch.Generator, run: RunContext) -> MatchState:
+        """MTT's initial state with the hard labels replaced by learnable logits (:meth:`soft_labels`)."""
+        state = super().init_state(data, cfg, ipc, gen, run)
+        if cfg.soft_labels:
+            labels = self.soft_labels(state, cfg, state.tensors["labels"])
+            state.tensors["labels"] = labels
+            state.tensors["mom_labels"] = torch.zeros_like(labels)
+        return state
 
     @torch.no_grad()
-    def init_labels(self, state: MatchState, cfg: DATMConfig, hard: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Soft logit labels: the mean final-checkpoint logits of the experts that classify each image correctly
-        (``init="correct"``), or one expert's logits otherwise (DATM with ``pix_init: real``)."""
-        if not cfg.soft_labels:
-            return hard
+    def soft_labels(self, state: MatchState, cfg: DATMConfig, hard: torch.Tensor) -> torch.Tensor:
+        """Initial logit labels y: the mean final-checkpoint logits of the experts that classify each image
+        correctly (``init="correct"``), or one expert's logits otherwise (DATM with ``pix_init: real``).
+
+        Shape:
+            hard: (N,) int64; return: (N, K) float32 logits.
+        """
         rt = state.runtime
         buf, model, layout = rt["buffer"], rt["model"], rt["layout"]
         images = state.tensors["images"]
@@ -125,58 +330,22 @@ class DATM(TrajectoryMatcher):
             count = count.clamp(min=1)
         return (total / count).contiguous()
 
+    def start_window(self, cfg: DATMConfig, it: int) -> tuple[int, int]:
+        """Step 1: DATM's Sequential_Generation, UB = min(cur + floor((max - cur) * it / expansion_end), max)."""
+        if not cfg.sequential_generation:
+            return cfg.min_start_epoch, cfg.max_start_epoch
+        cur, top = cfg.current_max_start_epoch, cfg.max_start_epoch
+        ub = min(cur + (top - cur) * it // cfg.expansion_end_iterations, top)
+        return cfg.min_start_epoch, ub
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Presets: configs/<dataset>/ConvIN/IPC*.yaml at HEAD (reference/trajectory.md 4.2). "fixed" windows turn
-# sequential_generation off; growing ones start at current_max_start_epoch.
-# ----------------------------------------------------------------------------------------------------------------------
-
-_SRC = "DATM configs/{ds}/ConvIN/IPC{ipc}.yaml at HEAD 97ae510 (reference/trajectory.md 4.2)"
-
-
-def _p(ds, ipc, n, m, lo, cur, top, grow, lr_img, lr_lr, lr_y, batch, init="correct", threshold=1.0) -> dict:
-    d = dict(
-        syn_steps=n,
-        expert_epochs=m,
-        min_start_epoch=lo,
-        current_max_start_epoch=cur if grow else top,
-        max_start_epoch=top,
-        sequential_generation=grow is not None,
-        lr_img=float(lr_img),
-        lr_lr=lr_lr,
-        lr_y=float(lr_y),
-        batch_syn=batch,
-        init=init,
-        threshold=threshold,
-        source=_SRC.format(ds=ds, ipc=ipc),
-    )
-    if grow:
-        d["expansion_end_iterations"] = grow
-    return d
-
-
-_DIGITS = {
-    **DIGITS_PRESET,
-    "min_start_epoch": 0,
-    "current_max_start_epoch": 2,
-    "expansion_end_iterations": 30,
-    "lr_y": 2.0,
-}
-PRESETS: dict[str, dict] = {
-    "cifar10-ipc1": _p("CIFAR-10", 1, 80, 2, 0, None, 4, None, 100, 1e-7, 5, 10, threshold=1.1),
-    "cifar10-ipc10": _p("CIFAR-10", 10, 80, 2, 0, 10, 20, 1000, 100, 1e-5, 2, 100),
-    "cifar10-ipc50": _p("CIFAR-10", 50, 80, 2, 0, 20, 40, 2000, 1000, 1e-5, 2, 500),
-    "cifar10-ipc500": _p("CIFAR-10", 500, 40, 2, 40, None, 60, None, 50, 1e-5, 10, 1000),
-    "cifar10-ipc1000": _p("CIFAR-10", 1000, 100, 2, 40, None, 60, None, 50, 1e-5, 10, 1000),
-    "cifar100-ipc1": _p("CIFAR-100", 1, 40, 3, 0, 10, 20, 1000, 1000, 1e-5, 10, 100),
-    "cifar100-ipc10": _p("CIFAR-100", 10, 80, 2, 0, 30, 50, 2000, 1000, 1e-5, 10, 1000),
-    "cifar100-ipc50": _p("CIFAR-100", 50, 80, 2, 20, None, 70, None, 1000, 1e-5, 10, 1000, init="real"),
-    "cifar100-ipc100": _p("CIFAR-100", 100, 80, 2, 30, None, 70, None, 50, 1e-5, 10, 1000),
-    "tinyimagenet-ipc1": _p("TinyImageNet", 1, 40, 2, 0, 15, 20, 2000, 10000, 1e-4, 10, 200),
-    "tinyimagenet-ipc10": _p("TinyImageNet", 10, 40, 2, 10, None, 50, None, 100, 1e-4, 10, 500),
-    "tinyimagenet-ipc50": _p("TinyImageNet", 50, 20, 2, 40, None, 70, None, 100, 1e-4, 10, 1000),
-    # digits: the shared preset (``_trajectory.DIGITS_PRESET``, on a flat buffer) plus DATM's window and labels
-    "digits-ipc1": {**_DIGITS, "batch_syn": None, "threshold": 1.1},
-    "digits-ipc10": {**_DIGITS, "batch_syn": 50, "threshold": 1.0},
-}
-DATM.presets = PRESETS
+    def update(self, state: MatchState, mg: MetaGrad) -> bool:
+        """Step 5: skip the iteration when L > ``threshold``; otherwise MTT's update of X and alpha, then SGD on the
+        logit labels y (``lr_y``, ``momentum_y``; DATM Section 3.3)."""
+        cfg = state.runtime["cfg"]
+        if not mg.loss <= cfg.threshold:
+            return False
+        super().update(state, mg)
+        if mg.labels is not None:
+            t = state.tensors
+            sgd_inplace_(t["labels"], t["mom_labels"], mg.labels, cfg.lr_y, cfg.momentum_y)
+        return True

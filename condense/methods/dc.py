@@ -12,7 +12,7 @@ Algorithm (``VICO-UoE/DatasetCondensation:main.py``), per iteration:
 2. repeat ``num_outer_loops`` times (T in the paper): for every class c, compute the gradient of the cross-entropy
    on a real batch B_c and on the synthetic images S_c (both under the same DSA draw for ``dsa``), and sum the
    layer-wise distance D(grad_S, grad_B) (Eq. 10: 1 - cosine per output unit); take one SGD step on the pixels;
-3. between outer loops, train theta for ``num_inner_loops`` epochs on the current synthetic set (SGD, lr_net).
+3. between outer loops, train theta for ``inner_epochs`` epochs on the current synthetic set (SGD, lr_net).
 
 Defaults are the authors' code (``main.py``: 1000 iterations, lr_img 0.1 with momentum 0.5, lr_net 0.01, batch_real
 256, batch_train 256, noise init, ``dis_metric='ours'``; outer/inner loops from ``get_loops(ipc)``); presets cite the
@@ -25,11 +25,11 @@ Differences from the authors' code:
     - Real batches have ``min(batch_real, smallest class)`` images for every class (the code: ``min(batch_real,
       size of class c)``); identical on balanced datasets.
     - An IPC outside ``get_loops``' table (1, 10, 20, 30, 40, 50, and 100 as in later forks) uses the entry of the
-      largest listed IPC below it (the code exits); set ``num_outer_loops``/``num_inner_loops`` to choose.
+      largest listed IPC below it (the code exits); set ``num_outer_loops``/``inner_epochs`` to choose.
     - Randomness (networks, batches, DSA) comes from the run's generator; the code reseeds from the wall clock.
 
 Notation: ``images`` -> S, ``lr_img`` -> eta_S, ``lr_net`` -> eta_theta, ``num_outer_loops`` -> T (outer loop),
-``num_inner_loops`` -> epochs of theta-training between outer steps (the code's ``inner_loop``).
+``inner_epochs`` -> epochs of theta-training between outer steps (the code's ``inner_loop``).
 """
 
 from __future__ import annotations
@@ -40,17 +40,14 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from condense.config import check_range
+from condense.augment import list_augments
+from condense.config import check_choice, check_range, preset
 from condense.data.base import ImageData
 from condense.errors import ConfigError
-from condense.methods._classwise import (
-    INIT_MODES,
-    init_images,
-    real_data_runtime,
-    siamese_augment,
-)
+from condense.methods._classwise import INIT_MODES, init_images, real_data_runtime, siamese_augment
 from condense.methods.base import Matcher, MatchState, RunContext, register_method
-from condense.models import create_model_for
+from condense.models import create_model, create_model_for, has_running_stats
+from condense.optim import sgd_, sgd_tree
 from condense.seeding import seed_from
 from condense.synthetic import SyntheticSet
 
@@ -95,7 +92,7 @@ class DCConfig:
     batch_real: int = 256  # |B_c|, real images per class per outer loop (main.py --batch_real 256)
     batch_train: int = 256  # batch of the network training on S (main.py --batch_train 256)
     num_outer_loops: int | None = None  # T, image updates per iteration (None: get_loops(ipc), DC code utils.py)
-    num_inner_loops: int | None = None  # epochs of network training on S between updates (None: get_loops(ipc))
+    inner_epochs: int | None = None  # epochs of network training on S between updates (None: get_loops(ipc))
     distance: str = "layerwise"  # D: "layerwise" (Eq. 10, code 'ours'), "mse" or "cos" (main.py --dis_metric)
     init: str = "noise"  # S initialization, "noise" or "real" (main.py --init noise)
     augment: str = "none"  # A_omega, condense.augment preset; DC has none (main.py --method DC)
@@ -109,16 +106,11 @@ class DCConfig:
         check_range("batch_train", self.batch_train, 1)
         if self.num_outer_loops is not None:
             check_range("num_outer_loops", self.num_outer_loops, 1)
-        if self.num_inner_loops is not None:
-            check_range("num_inner_loops", self.num_inner_loops, 0)
-        if self.distance not in DISTANCES:
-            raise ConfigError(f"distance={self.distance!r} is not supported; allowed: {', '.join(DISTANCES)}")
-        if self.init not in INIT_MODES:
-            raise ConfigError(f"init={self.init!r} is not supported; allowed: {', '.join(INIT_MODES)}")
-        from condense.augment import list_augments
-
-        if self.augment not in list_augments():
-            raise ConfigError(f"augment={self.augment!r} is unknown; allowed: {', '.join(list_augments())}")
+        if self.inner_epochs is not None:
+            check_range("inner_epochs", self.inner_epochs, 0)
+        check_choice("distance", self.distance, DISTANCES)
+        check_choice("init", self.init, INIT_MODES)
+        check_choice("augment", self.augment, list_augments())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,12 +192,54 @@ def gradient_matching_loss(
     return match_distance(gw_syn, gw_real, distance)
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# Presets: algorithm values only (timm-style keyword data; keys "<dataset>-ipc<N>"). Loop counts come from
+# get_loops(ipc) unless set.
+# ----------------------------------------------------------------------------------------------------------------------
+
+#: the authors' main.py settings, the same for every dataset and IPC of both papers' tables
+_PAPER = dict(num_iterations=1000, lr_img=0.1, lr_net=0.01, batch_real=256, batch_train=256)
+# sklearn digits (8x8): depth 2. The depth-3 ConvNet instance-normalizes a 2x2 map in its last block; through the
+# double backward of gradient matching that makes the pixel gradient explode (one step moved pixels by up to 32
+# normalized units on digits, 0.3 with depth 2).
+_DIGITS = dict(model="convnetd2", num_iterations=20, num_outer_loops=5, inner_epochs=5, init="real")
+_DIGITS_SRC = "condense: sklearn digits 8x8, shortened for CPU (20 iterations, 5/5 loops), not from a paper"
+_DC_SRC = "DC paper (arXiv:2006.05929) Table 1"
+_DSA_SRC = "DSA paper (arXiv:2102.08259) main results table"
+
+DC_PRESETS: dict[str, dict[str, Any]] = {
+    "cifar10-ipc1": preset(source=f"{_DC_SRC}, CIFAR-10 IPC 1: 28.3 +- 0.5%", **_PAPER),
+    "cifar10-ipc10": preset(source=f"{_DC_SRC}, CIFAR-10 IPC 10: 44.9 +- 0.5%", **_PAPER),
+    "cifar10-ipc50": preset(source=f"{_DC_SRC}, CIFAR-10 IPC 50: 53.9 +- 0.5%", **_PAPER),
+    "mnist-ipc1": preset(source=f"{_DC_SRC}, MNIST IPC 1: 91.7 +- 0.5%", **_PAPER),
+    "mnist-ipc10": preset(source=f"{_DC_SRC}, MNIST IPC 10: 97.4 +- 0.2%", **_PAPER),
+    "mnist-ipc50": preset(source=f"{_DC_SRC}, MNIST IPC 50: 98.8 +- 0.2%", **_PAPER),
+    "digits-ipc10": preset(source=_DIGITS_SRC, **_DIGITS),
+}
+
+DSA_PRESETS: dict[str, dict[str, Any]] = {
+    "cifar10-ipc1": preset(source=f"{_DSA_SRC}, CIFAR-10 IPC 1: 28.8 +- 0.7%", **_PAPER),
+    "cifar10-ipc10": preset(source=f"{_DSA_SRC}, CIFAR-10 IPC 10: 52.1 +- 0.5%", **_PAPER),
+    "cifar10-ipc50": preset(source=f"{_DSA_SRC}, CIFAR-10 IPC 50: 60.6 +- 0.5%", **_PAPER),
+    "mnist-ipc1": preset(
+        source=f"{_DSA_SRC}, MNIST IPC 1: 88.7 +- 0.6% (no flip for digits)", **_PAPER, augment="dsa_noflip"
+    ),
+    "mnist-ipc10": preset(
+        source=f"{_DSA_SRC}, MNIST IPC 10: 97.8 +- 0.1% (no flip for digits)", **_PAPER, augment="dsa_noflip"
+    ),
+    "mnist-ipc50": preset(
+        source=f"{_DSA_SRC}, MNIST IPC 50: 99.2 +- 0.1% (no flip for digits)", **_PAPER, augment="dsa_noflip"
+    ),
+    "digits-ipc10": preset(source=_DIGITS_SRC, **_DIGITS, augment="dsa_noflip"),
+}
+
+
 @register_method("dc")
 class DC(Matcher):
     """Dataset Condensation with gradient matching (Zhao, Mopuri & Bilen, ICLR 2021, arXiv:2006.05929).
 
     State: ``tensors = {"images", "labels", "momentum"}``, ``scalars = {"lr_img", "ipc", "num_outer_loops",
-    "num_inner_loops"}``. Networks are rebuilt every iteration from a generator-drawn seed.
+    "inner_epochs"}``. Networks are rebuilt every iteration from a generator-drawn seed.
 
     Example:
         >>> from condense import distill, load_dataset  # doctest: +SKIP
@@ -213,11 +247,9 @@ class DC(Matcher):
     """
 
     Config: ClassVar[type] = DCConfig
-    presets: ClassVar[dict[str, dict[str, Any]]] = {}  # filled below
+    presets: ClassVar[dict[str, dict[str, Any]]] = DC_PRESETS
 
     def init_state(self, data: ImageData, cfg: DCConfig, ipc: int, gen: torch.Generator, run: RunContext) -> MatchState:
-        from condense.models import create_model, has_running_stats
-
         probe = create_model(  # seeded: leaves the global RNG alone
             cfg.model, in_channels=data.channels, num_classes=data.num_classes, image_size=data.image_size, seed=0
         )
@@ -236,7 +268,7 @@ class DC(Matcher):
                 "lr_img": float(cfg.lr_img),
                 "ipc": int(ipc),
                 "num_outer_loops": int(cfg.num_outer_loops or outer),
-                "num_inner_loops": int(inner if cfg.num_inner_loops is None else cfg.num_inner_loops),
+                "inner_epochs": int(inner if cfg.inner_epochs is None else cfg.inner_epochs),
             },
         )
         self.restore_runtime(state, data, cfg, run)
@@ -252,7 +284,7 @@ class DC(Matcher):
         cfg: DCConfig = rt["cfg"]
         data: ImageData = rt["data"]
         k, ipc = data.num_classes, int(state.scalars["ipc"])
-        outer, inner = int(state.scalars["num_outer_loops"]), int(state.scalars["num_inner_loops"])
+        outer, inner = int(state.scalars["num_outer_loops"]), int(state.scalars["inner_epochs"])
         images, labels, buf = state.tensors["images"], state.tensors["labels"], state.tensors["momentum"]
         device, aug = rt["device"], rt["aug"]
         lr = float(state.scalars["lr_img"])
@@ -267,9 +299,7 @@ class DC(Matcher):
             real_aug, syn_aug = siamese_augment(aug, real, syn.view(k, ipc, *images.shape[1:]), gen)
             loss = gradient_matching_loss(net, params, real_aug, syn_aug, cfg.distance)
             (g,) = torch.autograd.grad(loss, syn)
-            with torch.no_grad():  # torch.optim.SGD(momentum, dampening 0)
-                buf.mul_(cfg.momentum).add_(g)
-                images.sub_(buf, alpha=lr)
+            sgd_(images, buf, g, lr, momentum=cfg.momentum)  # torch.optim.SGD([S], momentum) on the pixels
             loss_sum += float(loss.detach())
             if ol == outer - 1:
                 break
@@ -283,7 +313,7 @@ class DC(Matcher):
                     if not aug.is_identity:
                         xb = aug(xb, generator=gen)
                     gp = train_grad(params, xb, labels[idx])
-                    params = {name: p - cfg.lr_net * gp[name] for name, p in params.items()}
+                    params, _ = sgd_tree(params, gp, None, cfg.lr_net)  # plain SGD on theta (main.py)
         return {"loss": loss_sum / (k * outer), "lr_img": lr}
 
     def to_synthetic(self, state: MatchState) -> SyntheticSet:
@@ -304,62 +334,4 @@ class DSA(DC):
     algorithm with ``augment="dsa"`` by default; the augmentation runs on both batches of a class with one draw."""
 
     Config: ClassVar[type] = DSAConfig
-    presets: ClassVar[dict[str, dict[str, Any]]] = {}  # filled below
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Presets: algorithm values only; loop counts come from get_loops(ipc) unless set.
-# ----------------------------------------------------------------------------------------------------------------------
-
-_DC = {"num_iterations": 1000, "lr_img": 0.1, "lr_net": 0.01, "batch_real": 256, "batch_train": 256}
-# sklearn digits (8x8): depth 2. The depth-3 ConvNet instance-normalizes a 2x2 map in its last block; through the
-# double backward of gradient matching that makes the pixel gradient explode (one step moved pixels by up to 32
-# normalized units on digits, 0.3 with depth 2).
-_DIGITS = {"model": "convnetd2", "num_iterations": 20, "num_outer_loops": 5, "num_inner_loops": 5, "init": "real"}
-
-DC_PRESETS: dict[str, dict[str, Any]] = {
-    "cifar10-ipc1": {**_DC, "source": "DC paper (arXiv:2006.05929) Table 1, CIFAR-10 IPC 1: 28.3 +- 0.5%"},
-    "cifar10-ipc10": {**_DC, "source": "DC paper (arXiv:2006.05929) Table 1, CIFAR-10 IPC 10: 44.9 +- 0.5%"},
-    "cifar10-ipc50": {**_DC, "source": "DC paper (arXiv:2006.05929) Table 1, CIFAR-10 IPC 50: 53.9 +- 0.5%"},
-    "mnist-ipc1": {**_DC, "source": "DC paper (arXiv:2006.05929) Table 1, MNIST IPC 1: 91.7 +- 0.5%"},
-    "mnist-ipc10": {**_DC, "source": "DC paper (arXiv:2006.05929) Table 1, MNIST IPC 10: 97.4 +- 0.2%"},
-    "mnist-ipc50": {**_DC, "source": "DC paper (arXiv:2006.05929) Table 1, MNIST IPC 50: 98.8 +- 0.2%"},
-    "digits-ipc10": {
-        **_DIGITS,
-        "source": "condense: sklearn digits 8x8, shortened for CPU (20 iterations, 5/5 loops), not from a paper",
-    },
-}
-
-DSA_PRESETS: dict[str, dict[str, Any]] = {
-    "cifar10-ipc1": {**_DC, "source": "DSA paper (arXiv:2102.08259) main results table, CIFAR-10 IPC 1: 28.8 +- 0.7%"},
-    "cifar10-ipc10": {
-        **_DC,
-        "source": "DSA paper (arXiv:2102.08259) main results table, CIFAR-10 IPC 10: 52.1 +- 0.5%",
-    },
-    "cifar10-ipc50": {
-        **_DC,
-        "source": "DSA paper (arXiv:2102.08259) main results table, CIFAR-10 IPC 50: 60.6 +- 0.5%",
-    },
-    "mnist-ipc1": {
-        **_DC,
-        "augment": "dsa_noflip",
-        "source": "DSA paper (arXiv:2102.08259) main results table, MNIST IPC 1: 88.7 +- 0.6% (no flip for digits)",
-    },
-    "mnist-ipc10": {
-        **_DC,
-        "augment": "dsa_noflip",
-        "source": "DSA paper (arXiv:2102.08259) main results table, MNIST IPC 10: 97.8 +- 0.1% (no flip for digits)",
-    },
-    "mnist-ipc50": {
-        **_DC,
-        "augment": "dsa_noflip",
-        "source": "DSA paper (arXiv:2102.08259) main results table, MNIST IPC 50: 99.2 +- 0.1% (no flip for digits)",
-    },
-    "digits-ipc10": {
-        **_DIGITS,
-        "augment": "dsa_noflip",
-        "source": "condense: sklearn digits 8x8, shortened for CPU (20 iterations, 5/5 loops), not from a paper",
-    },
-}
-DC.presets = DC_PRESETS
-DSA.presets = DSA_PRESETS
+    presets: ClassVar[dict[str, dict[str, Any]]] = DSA_PRESETS

@@ -31,17 +31,13 @@ from typing import Any
 
 import torch
 
-from condense.config import check_range
+from condense.augment import list_augments
+from condense.config import check_choice, check_range, preset
 from condense.data.base import ImageData
-from condense.errors import ConfigError
-from condense.methods._classwise import (
-    INIT_MODES,
-    init_images,
-    real_data_runtime,
-    siamese_augment,
-)
+from condense.methods._classwise import INIT_MODES, init_images, real_data_runtime, siamese_augment
 from condense.methods.base import Matcher, MatchState, RunContext, register_method
 from condense.models import create_model_for
+from condense.optim import sgd_
 from condense.seeding import seed_from
 from condense.synthetic import SyntheticSet
 
@@ -65,12 +61,43 @@ class DMConfig:
         check_range("lr_img", self.lr_img, 0.0, lo_open=True)
         check_range("momentum", self.momentum, 0.0, 1.0)
         check_range("batch_real", self.batch_real, 1)
-        if self.init not in INIT_MODES:
-            raise ConfigError(f"init={self.init!r} is not supported; allowed: {', '.join(INIT_MODES)}")
-        from condense.augment import list_augments
+        check_choice("init", self.init, INIT_MODES)
+        check_choice("augment", self.augment, list_augments())
 
-        if self.augment not in list_augments():
-            raise ConfigError(f"augment={self.augment!r} is unknown; allowed: {', '.join(list_augments())}")
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Presets: algorithm values only (timm-style keyword data; keys "<dataset>-ipc<N>"). The paper uses the same
+# hyperparameters for every dataset and IPC.
+# ----------------------------------------------------------------------------------------------------------------------
+
+_PAPER = dict(num_iterations=20000, lr_img=1.0, momentum=0.5, batch_real=256, init="real")
+_SRC = "DM paper (arXiv:2110.04181) Table 1"
+# sklearn digits (8x8): depth 2, because the depth-3 ConvNet pools 8x8 down to 1x1 (its features are channel means of
+# a 2x2 map); depth 2 keeps a 2x2 map, as depth 3 keeps 4x4 on 32x32 CIFAR. The feature scale of an 8x8 embedding is
+# small, so the pixel lr is 100x the paper's to move the images within a few hundred iterations.
+_DIGITS = dict(
+    model="convnetd2", num_iterations=300, lr_img=100.0, momentum=0.5, batch_real=32, init="real", augment="dsa_noflip"
+)
+_DIGITS_SRC = "condense: tuned on sklearn digits for a CPU test (tests/methods/test_dm.py); not from the paper"
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "cifar10-ipc1": preset(source=f"{_SRC}, CIFAR-10 IPC 1: 26.0 +- 0.8%", **_PAPER),
+    "cifar10-ipc10": preset(source=f"{_SRC}, CIFAR-10 IPC 10: 48.9 +- 0.6%", **_PAPER),
+    "cifar10-ipc50": preset(source=f"{_SRC}, CIFAR-10 IPC 50: 63.0 +- 0.4%", **_PAPER),
+    "cifar100-ipc1": preset(source=f"{_SRC}, CIFAR-100 IPC 1: 11.4 +- 0.3%", **_PAPER),
+    "cifar100-ipc10": preset(source=f"{_SRC}, CIFAR-100 IPC 10: 29.7 +- 0.3%", **_PAPER),
+    "mnist-ipc1": preset(
+        source=f"{_SRC}, MNIST IPC 1: 89.7 +- 0.6% (no flip for digits, DC code)", **_PAPER, augment="dsa_noflip"
+    ),
+    "mnist-ipc10": preset(
+        source=f"{_SRC}, MNIST IPC 10: 97.5 +- 0.1% (no flip for digits, DC code)", **_PAPER, augment="dsa_noflip"
+    ),
+    "mnist-ipc50": preset(
+        source=f"{_SRC}, MNIST IPC 50: 98.6 +- 0.1% (no flip for digits, DC code)", **_PAPER, augment="dsa_noflip"
+    ),
+    "digits-ipc1": preset(source=_DIGITS_SRC, **_DIGITS),
+    "digits-ipc10": preset(source=_DIGITS_SRC, **_DIGITS),
+}
 
 
 @register_method("dm")
@@ -87,7 +114,7 @@ class DM(Matcher):
     """
 
     Config = DMConfig
-    presets: dict[str, dict[str, Any]] = {}  # filled below
+    presets = PRESETS
 
     def init_state(self, data: ImageData, cfg: DMConfig, ipc: int, gen: torch.Generator, run: RunContext) -> MatchState:
         device = torch.device(run.device)
@@ -118,9 +145,9 @@ class DM(Matcher):
         (grad,) = torch.autograd.grad(loss, syn)
 
         lr = float(state.scalars["lr_img"])
-        with torch.no_grad():  # torch.optim.SGD(momentum, dampening 0): buf = m * buf + g; S -= lr * buf
-            buf.mul_(cfg.momentum).add_(grad)
-            images.sub_(buf, alpha=lr)
+        sgd_(
+            images, buf, grad, lr, momentum=cfg.momentum
+        )  # torch.optim.SGD([S], momentum): buf = m*buf + g; S -= lr*buf
         return {"loss": float(loss.detach()) / k, "lr_img": lr}
 
     def to_synthetic(self, state: MatchState) -> SyntheticSet:
@@ -149,54 +176,3 @@ def dm_loss(net: torch.nn.Module, real: torch.Tensor, syn: torch.Tensor) -> torc
         mu_real = net.embed(real.flatten(0, 1)).view(k, real.shape[1], -1).mean(1)
     mu_syn = net.embed(syn.flatten(0, 1)).view(k, syn.shape[1], -1).mean(1)
     return (mu_real - mu_syn).pow(2).sum()
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Presets: algorithm values only. The paper uses the same hyperparameters for every dataset and IPC.
-# ----------------------------------------------------------------------------------------------------------------------
-
-_PAPER = {"num_iterations": 20000, "lr_img": 1.0, "momentum": 0.5, "batch_real": 256, "init": "real"}
-_DIGITS = {
-    "model": "convnetd2",
-    "num_iterations": 300,
-    "lr_img": 100.0,
-    "momentum": 0.5,
-    "batch_real": 32,
-    "init": "real",
-    "augment": "dsa_noflip",
-}
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "cifar10-ipc1": {**_PAPER, "source": "DM paper (arXiv:2110.04181) Table 1, CIFAR-10 IPC 1: 26.0 +- 0.8%"},
-    "cifar10-ipc10": {**_PAPER, "source": "DM paper (arXiv:2110.04181) Table 1, CIFAR-10 IPC 10: 48.9 +- 0.6%"},
-    "cifar10-ipc50": {**_PAPER, "source": "DM paper (arXiv:2110.04181) Table 1, CIFAR-10 IPC 50: 63.0 +- 0.4%"},
-    "cifar100-ipc1": {**_PAPER, "source": "DM paper (arXiv:2110.04181) Table 1, CIFAR-100 IPC 1: 11.4 +- 0.3%"},
-    "cifar100-ipc10": {**_PAPER, "source": "DM paper (arXiv:2110.04181) Table 1, CIFAR-100 IPC 10: 29.7 +- 0.3%"},
-    "mnist-ipc1": {
-        **_PAPER,
-        "augment": "dsa_noflip",
-        "source": "DM paper (arXiv:2110.04181) Table 1, MNIST IPC 1: 89.7 +- 0.6% (no flip for digits, DC code)",
-    },
-    "mnist-ipc10": {
-        **_PAPER,
-        "augment": "dsa_noflip",
-        "source": "DM paper (arXiv:2110.04181) Table 1, MNIST IPC 10: 97.5 +- 0.1% (no flip for digits, DC code)",
-    },
-    "mnist-ipc50": {
-        **_PAPER,
-        "augment": "dsa_noflip",
-        "source": "DM paper (arXiv:2110.04181) Table 1, MNIST IPC 50: 98.6 +- 0.1% (no flip for digits, DC code)",
-    },
-    # sklearn digits (8x8): depth 2, because the depth-3 ConvNet pools 8x8 down to 1x1 (its features are channel
-    # means of a 2x2 map); depth 2 keeps a 2x2 map, as depth 3 keeps 4x4 on 32x32 CIFAR. The feature scale of an 8x8
-    # embedding is small, so the pixel lr is 100x the paper's to move the images within a few hundred iterations.
-    "digits-ipc1": {
-        **_DIGITS,
-        "source": "condense: tuned on sklearn digits for a CPU test (tests/methods/test_dm.py); not from the paper",
-    },
-    "digits-ipc10": {
-        **_DIGITS,
-        "source": "condense: tuned on sklearn digits for a CPU test (tests/methods/test_dm.py); not from the paper",
-    },
-}
-DM.presets = PRESETS

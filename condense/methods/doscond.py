@@ -16,13 +16,13 @@ adjacency logits Omega (S, N, N). Per iteration (paper Alg. 1; ``amazon-science/
    (lr_feat) and Omega (lr_adj); both lrs drop 10x at iteration 400.
 
 The artifact stores X and the binarized structure ``sigmoid(sym(Omega)) > 0.5`` (the code's inference graph), as a
-``graph_summary`` with ``meta["summary"] = "dense_graphs"``; :mod:`condense.eval.graph` trains any GNN on it with the
-shared graph protocol.
+``graph_summary`` with ``meta["summary"] = "dense_graphs"`` (the dense format of :mod:`condense.graph_summary`);
+:mod:`condense.eval.graphs` trains any GNN on it with the shared graph protocol.
 
 Defaults: the NCI1 line of the authors' ``scripts/script.sh`` (1000 iterations, lr_adj 1, lr_feat 0.01, real init,
 256 real graphs per class, mse distance, beta 0.1, GCN 3 x 128 with mean readout), N = mean node count of the training
-graphs (``get_mean_nodes`` in the code); the script's lr_adj for MUTAG (0.1) and DD (2) are presets picked by dataset
-name. Known differences from the authors' code:
+graphs (``get_mean_nodes`` in the code); the script's lr_adj for NCI1 (1), MUTAG (0.1) and DD (2) are presets keyed
+by dataset name (``"tu:MUTAG"``), which ``distill()`` picks whatever the ipc. Known differences from the authors' code:
 
 - The matching GCN is the script's (3 layers, width 128, mean readout), while the set is scored with the shared graph
   protocol (2-layer GCN, sum readout). Matching with the protocol's GCN instead was tried and is worse: on MUTAG
@@ -46,16 +46,20 @@ from typing import Any
 import torch
 from torch.func import functional_call, grad, vmap
 
-from condense.config import check_range
-from condense.errors import ConfigError, MismatchError
-from condense.methods._graph import graph_set
+from condense.config import check_choice, check_range, preset
+from condense.data.graph import GraphData
+from condense.errors import ConfigError
+from condense.graph_summary import graph_set
 from condense.methods.base import Matcher, MatchState, RunContext, register_method
+from condense.models.gnn import create_gnn
+from condense.seeding import seed_from
 from condense.synthetic import SyntheticSet
 
-__all__ = ["DosCond", "DosCondConfig", "PRESETS", "dense_gcn_forward", "DENSE_TENSORS"]
+__all__ = ["DosCond", "DosCondConfig", "PRESETS", "dense_gcn_forward"]
 
-DENSE_TENSORS = ("feat", "adj")
 _DISTANCES = ("mse", "cos")
+_POOLINGS = ("sum", "mean")
+_INITS = ("real", "noise")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,12 +106,9 @@ class DosCondConfig:
         check_range("anneal_iterations", self.anneal_iterations, 1)
         check_range("hidden", self.hidden, 1)
         check_range("layers", self.layers, 1, 6)
-        if self.distance not in _DISTANCES:
-            raise ConfigError(f"distance={self.distance!r} is not allowed; use one of {', '.join(_DISTANCES)}")
-        if self.pooling not in ("sum", "mean"):
-            raise ConfigError(f"pooling={self.pooling!r} is not allowed; use 'sum' or 'mean'")
-        if self.init not in ("real", "noise"):
-            raise ConfigError(f"init={self.init!r} is not allowed; use 'real' or 'noise'")
+        check_choice("distance", self.distance, _DISTANCES)
+        check_choice("pooling", self.pooling, _POOLINGS)
+        check_choice("init", self.init, _INITS)
 
 
 # ---------------------------------------------------------------------------------------------- the dense GCN
@@ -149,6 +150,18 @@ def _distance(g_syn: dict[str, torch.Tensor], g_real: dict[str, torch.Tensor], k
     return out  # type: ignore[return-value]
 
 
+# ---------------------------------------------------------------------------------------------- presets
+
+_SCRIPT = "amazon-science/doscond scripts/script.sh"
+# Per-dataset presets (key ``"<dataset>"``, so ``distill()`` picks them whatever the ipc): the script's lr_adj per
+# dataset; the other settings are the same on every line.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tu:NCI1": preset(source=f"{_SCRIPT}: dataset=NCI1; lr_adj=1; lr_feat=0.01", lr_adj=1.0),
+    "tu:MUTAG": preset(source=f"{_SCRIPT}: dataset=MUTAG; lr_adj=0.1; lr_feat=0.01", lr_adj=0.1),
+    "tu:DD": preset(source=f"{_SCRIPT}: dataset=DD; lr_adj=2; lr_feat=0.01", lr_adj=2.0),
+}
+
+
 # ---------------------------------------------------------------------------------------------- the method
 
 
@@ -160,25 +173,17 @@ class DosCond(Matcher):
     ``scalars = {"ipc", "rho", "lr_scale", "adam_step"}``; the GCN is rebuilt every iteration from a generator seed.
 
     Example:
-        >>> from condense.data.tu import load_graph_dataset  # doctest: +SKIP
-        >>> syn = distill("doscond", load_graph_dataset("synthetic_graphs"), ipc=5)  # doctest: +SKIP
+        >>> from condense.data import load_dataset  # doctest: +SKIP
+        >>> syn = distill("doscond", load_dataset("synthetic_graphs"), ipc=5)  # doctest: +SKIP
     """
 
     Config = DosCondConfig
     data_kind = "graphs"
-    presets: dict[str, dict[str, Any]] = {}  # filled below
+    presets = PRESETS
 
-    def default_preset(self, dataset: str, ipc: int) -> str | None:
-        """The authors' script sets lr_adj per dataset, not per ipc: the preset named after the dataset, if any."""
-        return dataset if dataset in self.presets else None
-
-    def init_state(self, data: Any, cfg: DosCondConfig, ipc: int, gen: torch.Generator, run: RunContext) -> MatchState:
-        from condense.data.tu import GraphData
-
-        if not isinstance(data, GraphData):
-            raise MismatchError(
-                f"doscond distills graph datasets (tu:<NAME>, synthetic_graphs), got {type(data).__name__}"
-            )
+    def init_state(
+        self, data: GraphData, cfg: DosCondConfig, ipc: int, gen: torch.Generator, run: RunContext
+    ) -> MatchState:
         k, f = data.num_classes, data.in_dim
         sizes = data.num_nodes(data.train_idx)
         n = cfg.num_nodes or max(2, int(round(float(sizes.float().mean()))))
@@ -218,7 +223,7 @@ class DosCond(Matcher):
         self.restore_runtime(state, data, cfg, run)
         return state
 
-    def restore_runtime(self, state: MatchState, data: Any, cfg: DosCondConfig, run: RunContext) -> None:
+    def restore_runtime(self, state: MatchState, data: GraphData, cfg: DosCondConfig, run: RunContext) -> None:
         per_class = [data.indices_of_class(c) for c in range(data.num_classes)]
         if min(len(p) for p in per_class) == 0:
             raise ConfigError("doscond needs training graphs of every class")
@@ -234,19 +239,16 @@ class DosCond(Matcher):
         )
 
     def _fresh_gcn(self, rt: dict[str, Any], gen: torch.Generator) -> torch.nn.Module:
-        from condense.models.gnn import create_gnn
-
-        seed = int(torch.randint(0, 2**31 - 1, (), generator=gen))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = create_gnn(
-                "gcn",
-                in_dim=rt["data"].in_dim,
-                num_classes=rt["data"].num_classes,
-                hidden=rt["hidden"],
-                layers=rt["layers"],
-                pooling=rt["pooling"],
-            )
+        """Step 1: a freshly initialized matching GCN, seeded by one draw from ``gen`` (CPU init, then moved)."""
+        net = create_gnn(
+            "gcn",
+            in_dim=rt["data"].in_dim,
+            num_classes=rt["data"].num_classes,
+            hidden=rt["hidden"],
+            layers=rt["layers"],
+            pooling=rt["pooling"],
+            seed=seed_from(gen),
+        )
         return net.to(rt["device"])
 
     def step(self, state: MatchState, it: int, gen: torch.Generator) -> dict[str, float]:
@@ -344,45 +346,3 @@ def _adam(p: torch.Tensor, m: torch.Tensor, v: torch.Tensor, g: torch.Tensor, lr
         m_hat = m / (1 - 0.9**t)
         v_hat = v / (1 - 0.999**t)
         p.sub_(lr * m_hat / (v_hat.sqrt() + 1e-8))
-
-
-def dense_to_batch(syn: SyntheticSet, num_node_labels: int):  # -> GraphBatch
-    """The dense synthetic graphs of a DosCond set as a sparse :class:`~condense.data.tu.GraphBatch`.
-
-    Every one of the N nodes is kept (isolated zero-feature padding included, as the code's DenseGCN pools over
-    all N), edges are the stored 0/1 adjacency, features the learned continuous X.
-    """
-    from condense.data.tu import GraphBatch
-    from condense.errors import IntegrityError
-
-    missing = [k for k in DENSE_TENSORS if k not in syn.tensors]
-    if missing:
-        raise IntegrityError(f"dense graph set lacks tensors {missing}")
-    feat, adj = syn.tensors["feat"].float().cpu(), syn.tensors["adj"].bool().cpu()
-    if feat.ndim != 3 or adj.shape != (*feat.shape[:2], feat.shape[1]) or len(syn.labels) != feat.shape[0]:
-        raise IntegrityError(
-            f"dense graph set shapes disagree: feat {tuple(feat.shape)}, adj {tuple(adj.shape)}, "
-            f"{len(syn.labels)} labels"
-        )
-    if feat.shape[2] != num_node_labels:
-        raise MismatchError(f"dense graphs have {feat.shape[2]} node features, the dataset has {num_node_labels}")
-    s, n, _ = feat.shape
-    g, i, j = adj.nonzero(as_tuple=True)
-    return GraphBatch(
-        x=feat.reshape(s * n, -1),
-        edge_index=torch.stack([g * n + i, g * n + j]),
-        batch=torch.arange(s).repeat_interleave(n),
-        y=syn.hard_labels.cpu(),
-        num_graphs=s,
-    )
-
-
-_SCRIPT = "amazon-science/doscond scripts/script.sh"
-# Per-dataset presets, picked by dataset name whatever the ipc (``DosCond.default_preset``): the script's lr_adj per
-# dataset; the other settings are the same on every line.
-PRESETS: dict[str, dict[str, Any]] = {
-    "tu:NCI1": {"lr_adj": 1.0, "source": f"{_SCRIPT}: dataset=NCI1; lr_adj=1; lr_feat=0.01"},
-    "tu:MUTAG": {"lr_adj": 0.1, "source": f"{_SCRIPT}: dataset=MUTAG; lr_adj=0.1; lr_feat=0.01"},
-    "tu:DD": {"lr_adj": 2.0, "source": f"{_SCRIPT}: dataset=DD; lr_adj=2; lr_feat=0.01"},
-}
-DosCond.presets = PRESETS

@@ -13,7 +13,9 @@ import torch
 
 from condense.config import check_range
 from condense.data.base import ImageData
+from condense.methods._coreset import herding_per_class
 from condense.methods.base import Method, RunContext, register_method
+from condense.models import create_model_for
 from condense.seeding import seed_from
 from condense.synthetic import SyntheticSet
 
@@ -22,7 +24,7 @@ __all__ = ["Herding", "HerdingConfig"]
 
 @dataclass(frozen=True, kw_only=True)
 class HerdingConfig:
-    """Herding hyperparameters."""
+    """Herding hyperparameters (the DC code's herding baseline)."""
 
     model: str = "convnet"  # embedding network (DC code: ConvNet)
     train_epochs: int = 10  # epochs of real-data training before embedding (0: raw pixels)
@@ -35,30 +37,6 @@ class HerdingConfig:
         check_range("batch_size", self.batch_size, 1)
 
 
-def herding_select(features: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of ``k`` rows chosen by herding on ``features``.
-
-    Shape:
-        features: (N, D) float.
-        return: (min(k, N),) int64, in selection order.
-    """
-    n = features.shape[0]
-    k = min(k, n)
-    mu = features.mean(0)
-    chosen: list[int] = []
-    running = torch.zeros_like(mu)
-    mask = torch.zeros(n, dtype=torch.bool, device=features.device)
-    for t in range(1, k + 1):
-        # candidate mean if each unchosen point were added; pick the one closest to the class mean
-        cand = (running * (t - 1) + features) / t
-        dist = (cand - mu).pow(2).sum(1).masked_fill(mask, float("inf"))
-        i = int(dist.argmin())
-        chosen.append(i)
-        mask[i] = True
-        running = cand[i]
-    return torch.tensor(chosen, dtype=torch.long)
-
-
 @register_method("herding")
 class Herding(Method):
     """Herding coreset on trained-ConvNet embeddings."""
@@ -69,19 +47,11 @@ class Herding(Method):
     def distill(
         self, data: ImageData, cfg: HerdingConfig, ipc: int, generator: torch.Generator, run: RunContext
     ) -> SyntheticSet:
-        from condense.models import create_model
-
         device = run.device
         x, y = data.x_train.to(device), data.y_train.to(device)
         if cfg.train_epochs > 0:
-            seed = seed_from(generator)
-            net = create_model(
-                cfg.model,
-                in_channels=data.channels,
-                num_classes=data.num_classes,
-                image_size=data.image_size,
-                seed=seed,
-            ).to(device)
+            # built on the CPU then moved, so the initialization (and the coreset) is the same on every device
+            net = create_model_for(cfg.model, data, seed=seed_from(generator)).to(device)
             opt = torch.optim.SGD(net.parameters(), lr=cfg.lr_net, momentum=0.9, weight_decay=5e-4)
             net.train()
             for _ in range(cfg.train_epochs):
@@ -96,9 +66,5 @@ class Herding(Method):
                 feats = torch.cat([net.embed(x[i : i + 1024]) for i in range(0, x.shape[0], 1024)])
         else:
             feats = x.flatten(1)
-        sel = []
-        for c in range(data.num_classes):
-            members = torch.nonzero(y == c).flatten()
-            sel.append(members[herding_select(feats[members], ipc).to(members.device)])
-        idx = torch.cat(sel).cpu()
+        idx = herding_per_class(feats, y, data.num_classes, ipc).cpu()
         return SyntheticSet.from_tensors(data.x_train[idx], data.y_train[idx], data, self.name, ipc, cfg)

@@ -4,7 +4,8 @@ Herding (Welling, ICML 2009) as used for graph coresets by DosCond and KiDD and 
 (Gupta et al., ICLR 2024, arXiv:2310.09486). Those papers embed graphs with the target GNN; here the embedding is
 model-free so the coreset is the same for every GNN: the normalized histogram of each graph's L-hop computation
 trees (Weisfeiler-Lehman subtree features, Shervashidze et al., JMLR 2011) over the ``num_features`` most
-frequent trees of the training split. Known difference: no trained GNN is involved.
+frequent trees of the training split; the selection is the one of the image ``herding``
+(``condense.methods._coreset.herding_select``). Known difference: no trained GNN is involved.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import numpy as np
 import torch
 
 from condense.config import check_range
-from condense.errors import MismatchError
-from condense.methods._graph import computation_tree_ids, graph_subset_set
+from condense.data.graph import computation_tree_ids
+from condense.graph_summary import graph_subset_set
+from condense.methods._coreset import herding_per_class
 from condense.methods.base import Method, RunContext, register_method
 
 __all__ = ["HerdingGraphs", "HerdingGraphsConfig", "wl_histograms"]
@@ -70,28 +72,6 @@ class HerdingGraphs(Method):
     data_kind = "graphs"
 
     def distill(self, data: Any, cfg: HerdingGraphsConfig, ipc: int, generator: torch.Generator, run: RunContext):
-        from condense.data.tu import GraphData
-
-        if not isinstance(data, GraphData):
-            raise MismatchError(f"herding_graphs needs a graph dataset, got {type(data).__name__}")
         feats = wl_histograms(data, data.train_idx, cfg.num_hops, cfg.num_features)
-        y = data.y[data.train_idx]
-        chosen = []
-        for c in range(data.num_classes):
-            rows = torch.nonzero(y == c).flatten()
-            f = feats[rows]
-            mu = f.mean(0)
-            picked: list[int] = []
-            acc = torch.zeros_like(mu)
-            avail = torch.ones(len(rows), dtype=torch.bool)
-            for t in range(min(ipc, len(rows))):
-                # Welling's herding step: the graph bringing the running mean closest to the class mean
-                dist = ((acc[None] + f) / (t + 1) - mu[None]).norm(dim=1)
-                dist[~avail] = float("inf")
-                j = int(dist.argmin())
-                picked.append(j)
-                avail[j] = False
-                acc += f[j]
-            chosen.append(data.train_idx[rows[picked]])
-        idx = torch.cat(chosen)
-        return graph_subset_set(data, idx, "herding_graphs", ipc, cfg)
+        rows = herding_per_class(feats, data.y[data.train_idx], data.num_classes, ipc)
+        return graph_subset_set(data, data.train_idx[rows], self.name, ipc, cfg)

@@ -2,16 +2,24 @@
 
 Algorithm (Algorithm 1 of the paper; ``GeorgeCazenavette/mtt-distillation:distill.py``):
 
-1. Initialize X from random real images (``init="real"``), alpha <- lr_teacher.
+1. Initialize X from random real images (``init="real"``), alpha <- alpha_0 (``lr_student_init``).
 2. Each iteration: draw an expert and a start epoch t ~ U{0..T+ - 1}; the student starts at theta*_t.
 3. Take N SGD steps of the student on minibatches of DSA-augmented X with step size alpha (differentiably).
 4. L = ||theta_N - theta*_{t+M}||^2 / ||theta*_t - theta*_{t+M}||^2, summed over all parameters.
 5. Update X (SGD, lr_img, momentum 0.5) and alpha (SGD, lr_lr, momentum 0.5) along dL.
 
-Defaults: the argparse defaults of ``distill.py`` (see :class:`~condense.methods._trajectory.TrajectoryConfig`);
-presets: the per-dataset settings listed by the author in ``justincui03/dc_benchmark:methods/tm/readme.md``
-(the text copy of the README table image; reference/trajectory.md Section 2.3) with the CIFAR-10 IPC 10 lr_img typo
-replaced by 100 (MTT issue #31). Iterations follow the 5000 default.
+This file holds the whole algorithm: :class:`MTTConfig`, :meth:`MTT.init_state`, :meth:`MTT.step` (numbered as
+above) and :meth:`MTT.to_synthetic`. FTD (``ftd.py``), DATM (``datm.py``) and AST (``ast.py``) subclass :class:`MTT`
+and override a few small named methods that ``step`` calls at marked points (``start_window``, ``student_start``,
+``matching_targets``, ``student_momentum``, ``inner_loss_weight``, ``update``, ``synthetic_images``); each of those
+methods is one line of MTT's algorithm here. Inits that read the experts are a table, ``MTT.expert_inits``. The
+unroll math is :func:`condense.methods._unroll.meta_gradient`; buffer checks, minibatch plans and the special inits
+are functions in ``_trajectory.py``.
+
+Defaults: the argparse defaults of ``distill.py``; presets: the per-dataset settings listed by the author in
+``justincui03/dc_benchmark:methods/tm/readme.md`` (the text copy of the README table image; reference/trajectory.md
+Section 2.3) with the CIFAR-10 IPC 10 lr_img typo replaced by 100 (MTT issue #31). Iterations follow the 5000
+default.
 
 Differences from the authors' code:
 
@@ -32,29 +40,192 @@ student live on the run's device; the unroll reads no tensor value on the host, 
 logged floats. ``unroll="lean"`` costs about 40% more time than ``"full"`` (one extra forward/backward per step) for
 a 10x smaller peak (CIFAR-10 ConvNetD3 with ZCA, IPC 1, N=50, one CPU thread: 9.3 s and +192 MB per iteration
 instead of 6.7 s and +2002 MB).
+
+Guard rails: alpha is clamped to ``lr_min`` (> 0) after every update; a clamp keeps the paper's ``lr_lr`` meaning
+(a log-parametrization would rescale it by alpha^2). Non-finite losses or tensors are rolled back by the runner,
+which then calls ``on_divergence`` (image lr halved).
+
+References:
+    Cazenavette et al., "Dataset Distillation by Matching Training Trajectories", CVPR 2022, arXiv:2203.11932,
+    Eq. 1-2 and Algorithm 1.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from condense.methods._trajectory import DIGITS_PRESET, TrajectoryConfig, TrajectoryMatcher
-from condense.methods.base import register_method
+import torch
 
-__all__ = ["MTT", "MTTConfig", "PRESETS"]
+from condense.config import check_choice, check_range, preset
+from condense.errors import ConfigError
+from condense.methods._trajectory import minibatch_plan, open_expert_buffer, sgd_inplace_, student_model
+from condense.methods._unroll import MODES, MatchTarget, MetaGrad, meta_gradient
+from condense.methods.base import Matcher, MatchState, RunContext, register_method
+
+__all__ = ["DIGITS_PRESET", "EXPERT_KINDS", "MTT", "MTTConfig", "PRESETS"]
+
+EXPERT_KINDS = ("any", "vanilla", "flat", "smooth")
 
 
 @dataclass(frozen=True, kw_only=True)
-class MTTConfig(TrajectoryConfig):
-    """MTT hyperparameters; every field and default is documented on
-    :class:`~condense.methods._trajectory.TrajectoryConfig` (MTT ``distill.py`` argparse defaults)."""
+class MTTConfig:
+    """MTT hyperparameters. Defaults are MTT's ``distill.py`` argparse defaults unless noted.
+
+    FTD, DATM and AST configs subclass this one and add their fields.
+    """
+
+    #: values ``init`` accepts (DATM adds "correct", AST "representative")
+    inits: ClassVar[tuple[str, ...]] = ("real", "noise")
+
+    num_iterations: int = 5000  # outer iterations (MTT --Iteration)
+    syn_steps: int = 20  # N, student steps per iteration (MTT --syn_steps)
+    expert_epochs: int = 3  # M, expert epochs between start and target (MTT --expert_epochs)
+    min_start_epoch: int = 0  # smallest start epoch t (MTT: 0; DATM min_start_epoch)
+    max_start_epoch: int = 25  # T+, exclusive upper bound of t (MTT --max_start_epoch)
+    lr_img: float = 1000.0  # SGD lr on pixels (MTT --lr_img)
+    lr_lr: float = 1e-5  # SGD lr on alpha (MTT --lr_lr)
+    lr_student_init: float = 0.01  # alpha_0, initial student step size (MTT --lr_teacher)
+    momentum_img: float = 0.5  # SGD momentum on pixels (MTT distill.py: optimizer_img momentum=0.5)
+    momentum_lr: float = 0.5  # SGD momentum on alpha (MTT distill.py: optimizer_lr momentum=0.5)
+    lr_min: float = 1e-6  # floor that keeps alpha positive (condense guard rail; MTT has none)
+    batch_syn: int | None = None  # synthetic images per student step, None: all (MTT --batch_syn)
+    init: str = "real"  # X_0: "real" images or "noise" (MTT --pix_init real)
+    augment: str = "dsa"  # augmentation preset for the student (MTT --dsa True, DSA strategy)
+    unroll: str = "full"  # "full" backprop through N steps, or "lean" constant-memory exact recompute (TESLA-style)
+    model: str | None = None  # student architecture; None: the buffer's (must match it when given)
+    expert_kind: str = "any"  # required buffer kind: any, vanilla, flat (FTD/DATM), smooth (AST)
+
+    def __post_init__(self) -> None:
+        check_range("num_iterations", self.num_iterations, 0)
+        check_range("syn_steps", self.syn_steps, 1)
+        check_range("expert_epochs", self.expert_epochs, 1)
+        check_range("min_start_epoch", self.min_start_epoch, 0)
+        if self.max_start_epoch <= self.min_start_epoch:
+            raise ConfigError(
+                f"max_start_epoch={self.max_start_epoch} must exceed min_start_epoch={self.min_start_epoch} "
+                "(start epochs are drawn from [min_start_epoch, max_start_epoch))"
+            )
+        for name in ("lr_img", "lr_lr", "lr_student_init", "lr_min"):
+            check_range(name, getattr(self, name), 0.0, lo_open=name in ("lr_student_init", "lr_min"))
+        if self.lr_min > self.lr_student_init:
+            raise ConfigError(f"lr_min={self.lr_min} must not exceed lr_student_init={self.lr_student_init}")
+        for name in ("momentum_img", "momentum_lr"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise ConfigError(f"{name}={v} must lie in [0, 1)")
+        if self.batch_syn is not None:
+            check_range("batch_syn", self.batch_syn, 1)
+        check_choice("init", self.init, self.inits)
+        check_choice("unroll", self.unroll, MODES)
+        check_choice("expert_kind", self.expert_kind, EXPERT_KINDS)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Presets: algorithm values only. CIFAR/Tiny rows: dc_benchmark methods/tm/readme.md ("sota parameters provided by
+# the author"), reference/trajectory.md Section 2.3. ZCA: cifar10 ipc1/10, cifar100 ipc1/50 (load the data with zca).
+# ----------------------------------------------------------------------------------------------------------------------
+
+#: The digits (8x8, 10 classes) preset every trajectory method spreads: tuned for CPU minutes on the buffer of
+#: ``condense.demo.DEMO_BUFFERS["mtt"]`` (convnetd2 width 32, SGD lr 0.05, batch 64, 6 epochs); not from a paper.
+DIGITS_PRESET: dict[str, Any] = preset(
+    source="condense: tuned on digits (CPU minutes), not from a paper",
+    num_iterations=60,
+    syn_steps=20,
+    expert_epochs=2,
+    max_start_epoch=3,
+    lr_img=100.0,
+    lr_lr=1e-5,
+    lr_student_init=0.05,
+    augment="dsa_noflip",
+)
+
+_SRC = "MTT author settings via justincui03/dc_benchmark methods/tm/readme.md (trajectory.md 2.3)"
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "cifar10-ipc1": preset(
+        source=_SRC, syn_steps=50, expert_epochs=2, max_start_epoch=2, lr_img=100.0, lr_lr=1e-7, lr_student_init=0.01
+    ),
+    "cifar10-ipc10": preset(
+        source=_SRC, syn_steps=30, expert_epochs=2, max_start_epoch=20, lr_img=100.0, lr_lr=1e-5, lr_student_init=0.001
+    ),
+    "cifar10-ipc50": preset(
+        source=_SRC,
+        syn_steps=30,
+        expert_epochs=2,
+        max_start_epoch=40,
+        lr_img=1000.0,
+        lr_lr=1e-5,
+        lr_student_init=0.001,
+    ),
+    "cifar100-ipc1": preset(
+        source=_SRC, syn_steps=20, expert_epochs=3, max_start_epoch=20, lr_img=1000.0, lr_lr=1e-5, lr_student_init=0.01
+    ),
+    "cifar100-ipc10": preset(
+        source=_SRC, syn_steps=20, expert_epochs=2, max_start_epoch=20, lr_img=1000.0, lr_lr=1e-5, lr_student_init=0.01
+    ),
+    "cifar100-ipc50": preset(
+        source=_SRC,
+        syn_steps=80,
+        expert_epochs=2,
+        max_start_epoch=40,
+        lr_img=1000.0,
+        lr_lr=1e-5,
+        lr_student_init=0.01,
+        batch_syn=125,
+    ),
+    "tinyimagenet-ipc1": preset(
+        source=_SRC,
+        syn_steps=10,
+        expert_epochs=2,
+        max_start_epoch=10,
+        lr_img=10000.0,
+        lr_lr=1e-4,
+        lr_student_init=0.01,
+    ),
+    "tinyimagenet-ipc10": preset(
+        source=_SRC,
+        syn_steps=20,
+        expert_epochs=2,
+        max_start_epoch=40,
+        lr_img=10000.0,
+        lr_lr=1e-4,
+        lr_student_init=0.01,
+        batch_syn=200,
+    ),
+    "tinyimagenet-ipc50": preset(
+        source=_SRC,
+        syn_steps=20,
+        expert_epochs=2,
+        max_start_epoch=40,
+        lr_img=10000.0,
+        lr_lr=1e-4,
+        lr_student_init=0.01,
+        batch_syn=300,
+    ),
+    "digits-ipc1": dict(DIGITS_PRESET),
+    "digits-ipc10": {**DIGITS_PRESET, "batch_syn": 50},
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The method
+# ----------------------------------------------------------------------------------------------------------------------
 
 
 @register_method("mtt")
-class MTT(TrajectoryMatcher):
+class MTT(Matcher):
     """Matching Training Trajectories (Cazenavette et al., CVPR 2022, arXiv:2203.11932).
 
     Needs an expert buffer (``RunContext(buffer=...)``, ``--buffer``) recorded on the same dataset and model.
+
+    State (all checkpointed by the runner; see :class:`~condense.methods.base.MatchState`)::
+
+        tensors: images (N, C, H, W) X; labels (N,) int64; lr () alpha; mom_images, mom_lr the SGD momentum
+                 buffers, so a resumed run continues exactly (FTD adds ema_images, DATM logit labels + mom_labels)
+        scalars: lr_img (halved by the runner after a non-finite step), ipc
+        runtime: buffer, model, layout, augment, cfg, data, device (rebuilt by ``restore_runtime``)
 
     Example:
         >>> from condense import distill, load_dataset  # doctest: +SKIP
@@ -63,45 +234,212 @@ class MTT(TrajectoryMatcher):
     """
 
     Config = MTTConfig
+    presets = PRESETS
+    needs_buffer: ClassVar[bool] = True
+    #: inits that read the experts, ``cfg.init`` -> ``fn(buffer, model, data, ipc, gen, device) -> (images, labels)``
+    #: (MTT: none; DATM adds ``init_correct``, AST ``init_representative``, both in ``_trajectory.py``)
+    expert_inits: ClassVar[dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]]] = {}
 
+    # ------------------------------------------------------------------------------------------------------------------
+    # Runtime and initial state
+    # ------------------------------------------------------------------------------------------------------------------
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Presets: algorithm values only. CIFAR/Tiny rows: dc_benchmark methods/tm/readme.md ("sota parameters provided by
-# the author"), reference/trajectory.md Section 2.3. ZCA: cifar10 ipc1/10, cifar100 ipc1/50 (load the data with zca).
-# ----------------------------------------------------------------------------------------------------------------------
+    def restore_runtime(self, state: MatchState, data: Any, cfg: MTTConfig, run: RunContext) -> None:
+        """Open and check the buffer, build the student and the augmentation (nothing here is checkpointed)."""
+        from condense.augment import get_augment
 
-_SRC = "MTT author settings via justincui03/dc_benchmark methods/tm/readme.md (trajectory.md 2.3)"
+        buf = open_expert_buffer(
+            run.buffer,
+            data,
+            method=self.name,
+            model=cfg.model,
+            kind=cfg.expert_kind,
+            last_epoch=cfg.max_start_epoch - 1 + cfg.expert_epochs,
+        )
+        device = torch.device(run.device)
+        aug = get_augment(cfg.augment)
+        state.runtime.update(
+            buffer=buf,
+            model=student_model(buf, device),
+            layout=buf.layout,
+            augment=None if aug.is_identity else aug,
+            cfg=cfg,
+            data=data,
+            device=device,
+        )
 
-PRESETS: dict[str, dict] = {
-    "cifar10-ipc1": dict(syn_steps=50, expert_epochs=2, max_start_epoch=2, lr_img=100.0, lr_lr=1e-7, lr_teacher=0.01),
-    "cifar10-ipc10": dict(
-        syn_steps=30, expert_epochs=2, max_start_epoch=20, lr_img=100.0, lr_lr=1e-5, lr_teacher=0.001
-    ),
-    "cifar10-ipc50": dict(
-        syn_steps=30, expert_epochs=2, max_start_epoch=40, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.001
-    ),
-    "cifar100-ipc1": dict(
-        syn_steps=20, expert_epochs=3, max_start_epoch=20, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01
-    ),
-    "cifar100-ipc10": dict(
-        syn_steps=20, expert_epochs=2, max_start_epoch=20, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01
-    ),
-    "cifar100-ipc50": dict(
-        syn_steps=80, expert_epochs=2, max_start_epoch=40, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01, batch_syn=125
-    ),
-    "tinyimagenet-ipc1": dict(
-        syn_steps=10, expert_epochs=2, max_start_epoch=10, lr_img=10000.0, lr_lr=1e-4, lr_teacher=0.01
-    ),
-    "tinyimagenet-ipc10": dict(
-        syn_steps=20, expert_epochs=2, max_start_epoch=40, lr_img=10000.0, lr_lr=1e-4, lr_teacher=0.01, batch_syn=200
-    ),
-    "tinyimagenet-ipc50": dict(
-        syn_steps=20, expert_epochs=2, max_start_epoch=40, lr_img=10000.0, lr_lr=1e-4, lr_teacher=0.01, batch_syn=300
-    ),
-    # digits: the shared CPU-minutes preset of the trajectory matchers (``_trajectory.DIGITS_PRESET``)
-    "digits-ipc1": dict(DIGITS_PRESET),
-    "digits-ipc10": {**DIGITS_PRESET, "batch_syn": 50},
-}
-for _k, _v in PRESETS.items():
-    _v["source"] = _SRC if not _k.startswith("digits") else "condense: tuned on digits (CPU minutes), not from a paper"
-MTT.presets = PRESETS
+    def init_state(self, data: Any, cfg: MTTConfig, ipc: int, gen: torch.Generator, run: RunContext) -> MatchState:
+        """X_0 (``init_images``), hard labels, alpha_0 = ``lr_student_init`` and zero momentum buffers."""
+        state = MatchState()
+        self.restore_runtime(state, data, cfg, run)
+        device = state.runtime["device"]
+        images, labels = self.init_images(state, data, ipc, gen)
+        images = images.to(device).float().contiguous()
+        state.tensors["images"] = images
+        state.tensors["mom_images"] = torch.zeros_like(images)
+        state.tensors["labels"] = labels.to(device)
+        state.tensors["lr"] = torch.tensor(float(cfg.lr_student_init), device=device)
+        state.tensors["mom_lr"] = torch.zeros((), device=device)
+        state.scalars.update(lr_img=float(cfg.lr_img), ipc=int(ipc))
+        return state
+
+    def init_images(
+        self, state: MatchState, data: Any, ipc: int, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """X_0 and its hard labels: ``ipc`` random real images per class (MTT ``--pix_init real``) or noise, or an
+        init of :attr:`expert_inits` (chosen from the experts) named by ``cfg.init``.
+
+        Shape:
+            return: images (K * ipc, C, H, W), labels (K * ipc,) int64, class-major.
+        """
+        from condense.methods._classwise import init_images
+
+        rt = state.runtime
+        init = rt["cfg"].init
+        if init in self.expert_inits:
+            return self.expert_inits[init](rt["buffer"], rt["model"], data, ipc, gen, rt["device"])
+        return init_images(data, ipc, init, gen)
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # One iteration
+    # ------------------------------------------------------------------------------------------------------------------
+
+    def step(self, state: MatchState, it: int, gen: torch.Generator) -> dict[str, float]:
+        """One outer iteration of MTT's Algorithm 1: sample a trajectory segment, unroll, update X and alpha.
+
+        Notation (code name -> paper symbol)::
+
+            sample.expert_id -> k (the expert), sample.start_epoch -> t, cfg.expert_epochs -> M,
+            cfg.syn_steps -> N, theta0 -> hat theta_{t,0} = theta*_t, sample.target -> theta*_{t+M},
+            images -> D_syn (the pixels X), labels -> y, lr -> alpha (learned student step size),
+            plan[n].idx -> b_n (the minibatch of student step n), plan[n].aug_params -> A (DSA draw),
+            mg.loss -> L (Eq. 2), mg.images -> dL/dX, mg.lr -> dL/dalpha, state.scalars["lr_img"] -> alpha_pixel
+
+        The named methods called below are MTT's own lines; FTD, DATM and AST override them (marked per step).
+
+        Returns:
+            Plain floats for the log: loss, distance (the final term of L), lr, grad_norm, start_epoch, skipped.
+        """
+        rt = state.runtime
+        cfg, buf, device = rt["cfg"], rt["buffer"], rt["device"]
+        images, labels, lr = state.tensors["images"], state.tensors["labels"], state.tensors["lr"]
+
+        # 1. sample expert k and start epoch t ~ U{lo, ..., hi - 1}; read theta*_t and theta*_{t+M}
+        #    (Algorithm 1).                                            [DATM overrides start_window: growing hi]
+        lo, hi = self.start_window(cfg, it)
+        sample = buf.sample(lo, hi, cfg.expert_epochs, device, gen)
+
+        # 2. initialize the student at hat theta_{t,0} = theta*_t.          [AST overrides student_start: perturb]
+        theta0 = self.student_start(state, sample, gen)
+
+        # 3. the matching terms of L = ||hat theta_{t,N} - theta*_{t+M}||^2 / ||theta*_t - theta*_{t+M}||^2
+        #    (Eq. 2).                                      [AST overrides matching_targets: adds theta*_{t+i}]
+        matches = self.matching_targets(state, sample)
+
+        # 4. unroll N student steps hat theta_{t,n+1} = hat theta_{t,n} - alpha * grad l(A(X[b_n]); hat theta_{t,n})
+        #    (Eq. 1; minibatches b_n and DSA draws come first) and back-propagate L to X and alpha.
+        #                                   [AST overrides student_momentum (heavy ball) and inner_loss_weight]
+        plan = minibatch_plan(images, cfg.syn_steps, cfg.batch_syn, rt["augment"], gen)
+        mg = meta_gradient(
+            rt["model"],
+            rt["layout"],
+            theta0,
+            images,
+            labels,
+            lr,
+            plan,
+            matches,
+            augment=rt["augment"],
+            mode=cfg.unroll,
+            momentum=self.student_momentum(cfg),
+            loss_scale=self.inner_loss_weight(cfg, sample.start_epoch),
+            labels_grad=labels.is_floating_point(),
+        )
+
+        # 5. update X and alpha with SGD along dL.                 [FTD: + image EMA; DATM: threshold, + labels]
+        applied = self.update(state, mg)
+        return {
+            "loss": mg.loss,
+            "distance": mg.final_distance,
+            "lr": float(lr),
+            "grad_norm": float(mg.images.norm()),
+            "start_epoch": float(sample.start_epoch),
+            "skipped": float(not applied),
+        }
+
+    def start_window(self, cfg: MTTConfig, it: int) -> tuple[int, int]:
+        """Step 1: ``[lo, hi)`` of start epochs at iteration ``it``; MTT's is fixed, ``[min_start_epoch, T+)``."""
+        return cfg.min_start_epoch, cfg.max_start_epoch
+
+    def student_start(self, state: MatchState, sample: Any, gen: torch.Generator) -> torch.Tensor:
+        """Step 2: the student's initial parameters hat theta_{t,0}; MTT's are the expert's theta*_t.
+
+        They are also the normalizer's ``theta*_t`` in L (see :func:`~condense.methods._unroll.meta_gradient`).
+
+        Shape:
+            return: (P,), flat parameters in ``buffer.layout`` order.
+        """
+        return sample.start
+
+    def matching_targets(self, state: MatchState, sample: Any) -> list[MatchTarget]:
+        """Step 3: the terms of L; MTT's only one compares hat theta_{t,N} with theta*_{t+M} (Eq. 2)."""
+        return [MatchTarget(state.runtime["cfg"].syn_steps, sample.target)]
+
+    def student_momentum(self, cfg: MTTConfig) -> float:
+        """Step 4: heavy-ball momentum mu of the student's inner SGD; MTT's student uses plain SGD (mu = 0, Eq. 1)."""
+        return 0.0
+
+    def inner_loss_weight(self, cfg: MTTConfig, start_epoch: int) -> float:
+        """Step 4: the factor on the student's inner loss l at start epoch t; 1 in MTT."""
+        return 1.0
+
+    def update(self, state: MatchState, mg: MetaGrad) -> bool:
+        """Step 5: SGD with momentum on X (``lr_img``, ``momentum_img``) and alpha (``lr_lr``, ``momentum_lr``).
+
+        alpha is then clamped to ``lr_min`` (a condense guard rail, see the module docstring).
+
+        Returns:
+            Whether the update was applied (always for MTT; DATM skips some).
+        """
+        cfg, t = state.runtime["cfg"], state.tensors
+        sgd_inplace_(t["images"], t["mom_images"], mg.images, float(state.scalars["lr_img"]), cfg.momentum_img)
+        sgd_inplace_(t["lr"], t["mom_lr"], mg.lr, cfg.lr_lr, cfg.momentum_lr)
+        with torch.no_grad():
+            t["lr"].clamp_(min=cfg.lr_min)
+        return True
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Output
+    # ------------------------------------------------------------------------------------------------------------------
+
+    def synthetic_images(self, state: MatchState) -> torch.Tensor:
+        """The images the artifact keeps: MTT's final X (FTD keeps its EMA).
+
+        Shape:
+            return: (N, C, H, W).
+        """
+        return state.tensors["images"]
+
+    def to_synthetic(self, state: MatchState) -> Any:
+        """The artifact: :meth:`synthetic_images`, the labels and the learned alpha, with the buffer recorded."""
+        from condense.synthetic import SyntheticSet
+
+        rt = state.runtime
+        labels = state.tensors["labels"]
+        meta: dict[str, Any] = {
+            "buffer": str(rt["buffer"].path),
+            "expert_kind": rt["buffer"].kind,
+            "model": rt["buffer"].model_spec["name"],
+        }
+        if labels.is_floating_point():
+            meta.update(label_kind="logits", temperature=1.0)
+        return SyntheticSet.from_tensors(
+            self.synthetic_images(state),
+            labels,
+            rt["data"],
+            self.name,
+            int(state.scalars["ipc"]),
+            rt["cfg"],
+            lr=float(state.tensors["lr"]),
+            meta=meta,
+        )

@@ -3,7 +3,8 @@
 The Random rows of the Mirage paper (Gupta et al., ICLR 2024, arXiv:2310.09486, Table 2) and of DosCond (Jin et
 al., KDD 2022, arXiv:2206.07746): a GNN trained on a uniform sample of real graphs. The graphs are stored in the
 artifact itself (node labels, local edges, sizes, and their indices in the dataset as provenance), so the set is
-self-contained like any other SyntheticSet.
+self-contained like any other SyntheticSet. The draw is the data layer's
+(:meth:`condense.data.graph.GraphData.sample_per_class`), shared with the random-graph baseline of ``condense.eval``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import torch
 
-from condense.methods._graph import graph_subset_set
+from condense.graph_summary import graph_subset_set
 from condense.methods.base import Method, RunContext, register_method
 
 __all__ = ["RandomGraphs", "RandomGraphsConfig"]
@@ -32,7 +33,5 @@ class RandomGraphs(Method):
     data_kind = "graphs"
 
     def distill(self, data: Any, cfg: RandomGraphsConfig, ipc: int, generator: torch.Generator, run: RunContext):
-        from condense.eval.graph import random_graph_subset
-
-        idx = random_graph_subset(data, ipc, generator)
-        return graph_subset_set(data, idx, "random_graphs", ipc, cfg)
+        idx = data.sample_per_class(ipc, generator)
+        return graph_subset_set(data, idx, self.name, ipc, cfg)

@@ -1,7 +1,9 @@
 """Random real subset: the baseline every distillation paper compares against.
 
-Picks ``ipc`` real training images per class uniformly at random (no replacement). DD-Ranking's
-"improvement over random" compares a method with this baseline under the same protocol.
+Picks ``ipc`` real training images per class uniformly at random (no replacement), with the data layer's one
+per-class draw (:meth:`condense.data.ImageData.sample_per_class`, which the random-real baseline of
+``condense.eval`` uses too). DD-Ranking's "improvement over random" compares a method with this baseline under the
+same protocol.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from dataclasses import dataclass
 import torch
 
 from condense.data.base import ImageData
-from condense.eval.evaluate import random_subset
 from condense.methods.base import Method, RunContext, register_method
 from condense.synthetic import SyntheticSet
 
@@ -33,5 +34,5 @@ class RandomReal(Method):
     def distill(
         self, data: ImageData, cfg: RandomRealConfig, ipc: int, generator: torch.Generator, run: RunContext
     ) -> SyntheticSet:
-        x, y = random_subset(data, ipc, generator)
-        return SyntheticSet.from_tensors(x, y, data, self.name, ipc, cfg)
+        idx = data.sample_per_class(ipc, generator)
+        return SyntheticSet.from_tensors(data.x_train[idx], data.y_train[idx], data, self.name, ipc, cfg)

@@ -23,6 +23,7 @@ from torch import nn
 
 from condense.errors import ConfigError
 from condense.registry import Registry
+from condense.seeding import seeded
 
 __all__ = ["GNN", "GCNLayer", "GINLayer", "GATLayer", "GNNS", "create_gnn", "list_gnns", "global_pool", "POOLINGS"]
 
@@ -244,14 +245,23 @@ def create_gnn(
     layers: int | None = None,
     pooling: str | None = None,
     dropout: float | None = None,
+    seed: int | None = None,
 ) -> GNN:
     """Build a registered GNN; arguments left as None keep the defaults (hidden 64, 2 layers, mean pooling).
 
+    Args:
+        name: a registered GNN (:func:`list_gnns`). in_dim: node-feature width F. num_classes: K.
+        hidden, layers, pooling, dropout: see :class:`GNN` (None: its default).
+        seed: initialize the parameters from this seed inside :func:`condense.seeding.seeded`, leaving the
+            caller's global RNG untouched; None draws from the global RNG as ``nn.Module`` does.
+
     Example:
-        >>> net = create_gnn("gcn", in_dim=7, num_classes=2)
+        >>> net = create_gnn("gcn", in_dim=7, num_classes=2, seed=0)
         >>> x, ei, b = torch.eye(7)[:3], torch.tensor([[0, 1], [1, 0]]), torch.zeros(3, dtype=torch.long)
         >>> net(x, ei, b, 1).shape
         torch.Size([1, 2])
     """
+    build = GNNS.get(name)
     kwargs = {"hidden": hidden, "layers": layers, "pooling": pooling, "dropout": dropout}
-    return GNNS.get(name)(in_dim=in_dim, num_classes=num_classes, **{k: v for k, v in kwargs.items() if v is not None})
+    with seeded(seed):
+        return build(in_dim=in_dim, num_classes=num_classes, **{k: v for k, v in kwargs.items() if v is not None})

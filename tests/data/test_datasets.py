@@ -395,7 +395,7 @@ def test_real_cifar10_npz(shared_data: Path) -> None:
 def test_pickled_batch_reader_matches_pickle(protocol: int) -> None:
     """The opcode-level reader rebuilds what pickle would, for every array layout a batch may hold, and refuses
     object arrays (they would need pickle to rebuild)."""
-    from condense.data.cifar import read_pickled_batch
+    from condense.data._pickle import read_pickled_batch
 
     obj = {
         "data": np.arange(24, dtype=np.uint8).reshape(4, 6),

@@ -16,7 +16,7 @@ from condense.eval import (
     label_robust_score,
     random_real_baseline,
 )
-from condense.eval.trainer import train_and_test
+from condense.eval.images import train_and_test
 
 
 def test_reproducible_with_fixed_seed(digits):
@@ -73,10 +73,9 @@ def test_random_baseline_plausible_band(digits):
     assert len(acc["runs"]) == 2
     # Different draws per seed, checked on the draws themselves: two seeds can tie on 360 test images.
     from condense import seeding
-    from condense.eval.evaluate import random_subset
 
-    x0, _ = random_subset(digits, 10, seeding.generator("condense-random-real", 0))
-    x1, _ = random_subset(digits, 10, seeding.generator("condense-random-real", 1))
+    x0 = digits.x_train[digits.sample_per_class(10, seeding.generator("condense-random-real", 0))]
+    x1 = digits.x_train[digits.sample_per_class(10, seeding.generator("condense-random-real", 1))]
     assert not torch.equal(x0, x1)
 
 

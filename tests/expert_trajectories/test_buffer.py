@@ -1,4 +1,4 @@
-"""ExpertBuffer: manifest, lazy reads, sampling, checksum and mismatch refusal."""
+"""ExpertBuffer (the read side): manifest fields, lazy reads, sampling, layout, checksum and mismatch refusal."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from condense.expert_trajectories import (
     get_expert_config,
     record_experts,
 )
-from condense.models import create_model
+from condense.models import ParamLayout, create_model
 
 MODEL_KW = {"width": 8}  # a tiny ConvNet keeps each recording well under a second
 N_EXPERTS, EPOCHS = 3, 3
@@ -118,19 +118,23 @@ def test_sample_window_is_checked(buf):
         buf.snapshot(0, EPOCHS + 1)
 
 
-def test_unflatten_feeds_functional_call(buf):
+def test_layout_unflatten_feeds_functional_call(buf):
     net = create_model("convnet", in_channels=1, num_classes=10, image_size=(8, 8), **MODEL_KW)
+    assert isinstance(buf.layout, ParamLayout) and buf.layout == ParamLayout.from_module(net)
+    assert not hasattr(buf, "unflatten") and not hasattr(buf, "flatten")  # one conversion: models.ParamLayout
     flat = buf.snapshot(2, -1)
-    params = buf.unflatten(flat)
+    params = buf.layout.unflatten(flat)
     assert list(params) == buf.param_names
     assert all(params[k].shape == buf.param_shapes[k] for k in params)
     assert params[buf.param_names[0]].data_ptr() == flat.data_ptr()  # views, no copy
-    torch.testing.assert_close(buf.flatten(params), flat)
+    torch.testing.assert_close(buf.layout.flatten(params), flat)
     x = torch.randn(4, 1, 8, 8)
     out = torch.func.functional_call(net, params, (x,))
     assert out.shape == (4, 10) and torch.isfinite(out).all()
-    stacked = buf.unflatten(torch.stack([flat, flat]))
+    stacked = buf.layout.unflatten(torch.stack([flat, flat]))
     assert stacked[buf.param_names[0]].shape[0] == 2
+    with pytest.raises(MismatchError, match=str(buf.num_params)):
+        buf.layout.unflatten(flat[:-1])
 
 
 def test_open_does_not_read_expert_files(buf):

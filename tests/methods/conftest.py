@@ -1,10 +1,8 @@
 """Fixtures of the method tests: small expert buffers on digits, recorded once per session.
 
-The digits presets of MTT/FTD/DATM (``digits-ipc1``, ``digits-ipc10``) assume a buffer like ``DIGITS_BUFFER``: a
-depth-2 ConvNet of width 32 (on 8x8 inputs the depth-3 ConvNet instance-normalizes a 2x2 map in its last block, whose
-double backward makes the meta-gradient spike by 1e3-1e5 from one iteration to the next; depth 2 normalizes 4x4 maps,
-as the depth-3 net does on 32x32 CIFAR), SGD lr 0.05 with batch 64 (the MTT defaults, lr 0.01 and batch 256, leave a
-digits expert at chance for its first five epochs), DSA without flips, 6 epochs (T+ 3 + M 2 = 5 needed).
+The digits presets of MTT/FTD/DATM/AST (``digits-ipc1``, ``digits-ipc10``) were tuned on the buffers of
+``condense.demo.DEMO_BUFFERS`` (the ones ``condense run`` records; the table documents the settings), and the
+fixtures below record exactly those: a vanilla buffer (MTT's), a flat one (FTD's and DATM's) and a smooth one (AST's).
 """
 
 from __future__ import annotations
@@ -14,9 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-#: buffer settings the digits presets were tuned with (record_experts arguments)
-DIGITS_BUFFER = dict(model="convnetd2", model_kwargs={"width": 32}, n_experts=2, epochs=6)
-DIGITS_EXPERT = dict(lr_teacher=0.05, batch_size=64, augment="dsa_noflip")
+from condense.demo import DEMO_BUFFERS
 
 
 @pytest.fixture
@@ -28,22 +24,22 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def _record(digits, out: Path, kind: str) -> Path:
+def _record(digits, out: Path, method: str) -> Path:
+    """Record ``DEMO_BUFFERS[method]`` on digits into ``out`` (seed 0, one thread)."""
     from condense.expert_trajectories import get_expert_config, record_experts
 
+    spec = DEMO_BUFFERS[method]
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        cfg = get_expert_config(kind, **DIGITS_EXPERT)
-        b = DIGITS_BUFFER
         record_experts(
             digits,
-            b["model"],
-            b["n_experts"],
-            b["epochs"],
+            spec["model"],
+            spec["experts"],
+            spec["epochs"],
             out,
-            config=cfg,
-            model_kwargs=b["model_kwargs"],
+            config=get_expert_config(spec["kind"], **spec["config"]),
+            model_kwargs=spec["model_kwargs"],
             seed=0,
             quiet=True,
         )
@@ -54,14 +50,20 @@ def _record(digits, out: Path, kind: str) -> Path:
 
 @pytest.fixture(scope="session")
 def digits_buffer(digits, tmp_path_factory) -> Path:
-    """A vanilla (MTT) buffer on digits: 2 experts x 6 epochs of a width-32 ConvNetD2 (a few seconds)."""
-    return _record(digits, tmp_path_factory.mktemp("experts") / "digits_vanilla", "vanilla")
+    """MTT's vanilla demo buffer on digits: 2 experts x 6 epochs of a width-32 ConvNetD2 (a few seconds)."""
+    return _record(digits, tmp_path_factory.mktemp("experts") / "digits_vanilla", "mtt")
 
 
 @pytest.fixture(scope="session")
 def digits_flat_buffer(digits, tmp_path_factory) -> Path:
-    """A flat (GSAM, FTD/DATM) buffer on digits with the same settings."""
-    return _record(digits, tmp_path_factory.mktemp("experts") / "digits_flat", "flat")
+    """FTD's (and DATM's) flat (GSAM) demo buffer on digits, same settings."""
+    return _record(digits, tmp_path_factory.mktemp("experts") / "digits_flat", "ftd")
+
+
+@pytest.fixture(scope="session")
+def digits_smooth_buffer(digits, tmp_path_factory) -> Path:
+    """AST's smooth (momentum, weight decay, clipping loss, gradient penalty) demo buffer on digits."""
+    return _record(digits, tmp_path_factory.mktemp("experts") / "digits_smooth", "ast")
 
 
 #: shared evaluation protocol of the quality tests (same for the method and the random-real baseline)

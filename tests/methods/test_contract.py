@@ -1,8 +1,17 @@
-"""Contract tests parametrized over every registered image method (STYLE §9, diffusers' common scheduler test).
+"""The method contract, run over EVERY registered method (STYLE §9; diffusers' ``tests/schedulers/test_schedulers.py``).
 
-Each method runs two iterations on digits and returns a valid, finite SyntheticSet; its config round-trips through
-JSON; every preset resolves; the same generator gives the same result; for matchers, checkpoint then resume equals
-an uninterrupted run. Methods that read an expert buffer get the session fixture from ``conftest.py``.
+:class:`TestMethodContract` holds the tests every method must pass, each parametrized over ``list_methods()``, image
+and graph methods alike; the data comes from a fixture chosen by the method's ``data_kind`` (the embedded ``digits``
+for images, the embedded ``synthetic_graphs`` for graphs):
+
+- two iterations return a valid, finite SyntheticSet that saves, loads and fits its dataset;
+- the config round-trips through JSON and unknown fields are refused; every preset builds and carries a source;
+- the same generator gives the same result;
+- for every Matcher, checkpoint then resume equals an uninterrupted run;
+- a method given the other kind of data raises the one-line :class:`MismatchError` of ``distill()``.
+
+Per-method files add only what is specific (DATM's window growth, FTD's EMA, Mirage's mining vs brute force).
+Methods that read an expert buffer get the session fixture of ``conftest.py`` for their ``expert_kind``.
 """
 
 from __future__ import annotations
@@ -14,38 +23,44 @@ import pytest
 import torch
 
 from condense.config import config_from_dict, config_to_dict
-from condense.methods import RunContext, distill
-from condense.methods.base import Matcher, get_method, list_methods
+from condense.data import load_dataset
+from condense.errors import MismatchError
+from condense.methods import Matcher, RunContext, distill, get_method, list_methods
 from condense.synthetic import SyntheticSet
 
 IPC = 2
-#: per-method overrides that make two iterations take well under a second on digits (num_iterations is generic)
+ALL_METHODS = list_methods()
+MATCHERS = [n for n in ALL_METHODS if isinstance(get_method(n), Matcher)]
+#: per-method overrides that make two iterations take well under a second (num_iterations is set generically)
 TINY: dict[str, dict] = {
     "dm": {"batch_real": 8},
-    "dc": {"batch_real": 8, "num_outer_loops": 2, "num_inner_loops": 1},
-    "dsa": {"batch_real": 8, "num_outer_loops": 2, "num_inner_loops": 1},
+    "dc": {"batch_real": 8, "num_outer_loops": 2, "inner_epochs": 1},
+    "dsa": {"batch_real": 8, "num_outer_loops": 2, "inner_epochs": 1},
+}
+#: expert kind a trajectory method's config asks for -> the conftest fixture holding such a digits buffer
+BUFFER_FIXTURES = {
+    "any": "digits_buffer",
+    "vanilla": "digits_buffer",
+    "flat": "digits_flat_buffer",
+    "smooth": "digits_smooth_buffer",
 }
 
-IMAGE_METHODS = [n for n in list_methods() if get_method(n).data_kind == "images"]
+
+@pytest.fixture(scope="module")
+def graphs():
+    """The embedded graph dataset (two classes, 240 training graphs)."""
+    return load_dataset("synthetic_graphs")
 
 
-def _overrides(name: str) -> dict:
-    method = get_method(name)
-    fields = {f.name for f in dataclasses.fields(method.Config)}
-    over = {"num_iterations": 2} if "num_iterations" in fields else {}
-    over.update(TINY.get(name, {}))
-    return over
+def _data(name: str, request: pytest.FixtureRequest):
+    """The dataset fixture of the method's kind: digits for image methods, synthetic_graphs for graph methods."""
+    kind = get_method(name).data_kind
+    return request.getfixturevalue({"images": "digits", "graphs": "graphs"}[kind])
 
 
-def _run(name: str, request: pytest.FixtureRequest, **kwargs) -> RunContext:
-    """A quiet RunContext, with the digits expert buffer for methods that need one."""
-    method = get_method(name)
-    buffer = None
-    if getattr(method, "needs_buffer", False):
-        kind = getattr(method.resolve_config(_preset(name)), "expert_kind", "any")
-        fixture = "digits_flat_buffer" if kind == "flat" else "digits_buffer"
-        buffer = request.getfixturevalue(fixture)  # a missing fixture is an error, never a silent skip
-    return RunContext(quiet=True, buffer=buffer, **kwargs)
+def _other_data(name: str, request: pytest.FixtureRequest):
+    kind = get_method(name).data_kind
+    return request.getfixturevalue({"images": "graphs", "graphs": "digits"}[kind])
 
 
 def _preset(name: str) -> str | None:
@@ -54,10 +69,27 @@ def _preset(name: str) -> str | None:
     return digits[0] if digits else None
 
 
-def _distill(name, data, request, seed=0, **run_kwargs) -> SyntheticSet:
+def _overrides(name: str) -> dict:
+    fields = {f.name for f in dataclasses.fields(get_method(name).Config)}
+    over = {"num_iterations": 2} if "num_iterations" in fields else {}
+    over.update(TINY.get(name, {}))
+    return over
+
+
+def _run(name: str, request: pytest.FixtureRequest, **kwargs) -> RunContext:
+    """A quiet RunContext, with the digits expert buffer of the right kind for methods that need one."""
+    method = get_method(name)
+    buffer = None
+    if method.needs_buffer:
+        kind = getattr(method.resolve_config(_preset(name)), "expert_kind", "any")
+        buffer = request.getfixturevalue(BUFFER_FIXTURES[kind])  # a missing fixture is an error, never a skip
+    return RunContext(quiet=True, buffer=buffer, **kwargs)
+
+
+def _distill(name: str, request: pytest.FixtureRequest, seed: int = 0, **run_kwargs) -> SyntheticSet:
     return distill(
         name,
-        data,
+        _data(name, request),
         ipc=IPC,
         preset=_preset(name),
         overrides=_overrides(name),
@@ -66,75 +98,126 @@ def _distill(name, data, request, seed=0, **run_kwargs) -> SyntheticSet:
     )
 
 
-@pytest.mark.parametrize("name", IMAGE_METHODS)
-def test_two_iterations_give_a_valid_finite_set(name, digits, request, tmp_path):
-    syn = _distill(name, digits, request)
-    assert isinstance(syn, SyntheticSet) and syn.method == name and syn.ipc == IPC
-    assert syn.images.shape == (IPC * digits.num_classes, digits.channels, *digits.image_size)
-    assert syn.images.dtype == torch.float32 and bool(torch.isfinite(syn.images).all())
-    assert len(syn) == IPC * digits.num_classes
-    assert torch.equal(syn.hard_labels.bincount(minlength=digits.num_classes), torch.full((10,), IPC))
-    if syn.soft_labels:
-        assert bool(torch.isfinite(syn.labels).all())
-    syn.check_compatible(digits)
-    loaded = SyntheticSet.load(syn.save(tmp_path / f"{name}.safetensors"))
-    assert torch.equal(loaded.images, syn.images) and torch.equal(loaded.labels, syn.labels)
-    assert loaded.config == syn.config
+def _tensors(syn: SyntheticSet) -> dict[str, torch.Tensor]:
+    """Every tensor of a set (images, labels and the extra tensors of graph summaries)."""
+    out = {"labels": syn.labels, **syn.tensors}
+    if syn.images is not None:
+        out["images"] = syn.images
+    return out
 
 
-@pytest.mark.parametrize("name", IMAGE_METHODS)
-def test_config_round_trips_through_json(name):
-    method = get_method(name)
-    cfg = method.resolve_config()
-    text = json.dumps(config_to_dict(cfg), allow_nan=False)
-    assert config_from_dict(method.Config, json.loads(text)) == cfg
-    with pytest.raises(ValueError, match="unknown"):
-        config_from_dict(method.Config, {"no_such_field": 1})
-
-
-@pytest.mark.parametrize("name", IMAGE_METHODS)
-def test_every_preset_resolves(name):
-    method = get_method(name)
-    for preset, values in method.presets.items():
-        assert isinstance(values.get("source"), str) and values["source"], f"{name} preset {preset} lacks a source"
-        cfg = method.resolve_config(preset)
-        for key, value in values.items():
-            if key != "source":
-                got = getattr(cfg, key)
-                assert got == (tuple(value) if isinstance(got, tuple) else value), f"{name}:{preset}.{key}"
-
-
-@pytest.mark.parametrize("name", IMAGE_METHODS)
-def test_same_generator_same_result(name, digits, request):
-    a = _distill(name, digits, request, seed=1)
-    b = _distill(name, digits, request, seed=1)
-    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+def _assert_same(a: SyntheticSet, b: SyntheticSet) -> None:
+    ta, tb = _tensors(a), _tensors(b)
+    assert ta.keys() == tb.keys()
+    for key in ta:
+        assert torch.equal(ta[key], tb[key]), f"tensor '{key}' differs"
     assert a.lr == b.lr
 
 
-class _Interrupt(Exception):
-    pass
+class TestMethodContract:
+    """What every registered method guarantees (one parametrized test per guarantee)."""
+
+    @pytest.mark.parametrize("name", ALL_METHODS)
+    def test_two_iterations_give_a_valid_finite_set(self, name, request, tmp_path):
+        data = _data(name, request)
+        syn = _distill(name, request)
+        assert isinstance(syn, SyntheticSet) and syn.method == name and syn.ipc == IPC
+        assert syn.dataset == data.name and list(syn.classes) == list(data.classes)
+        for key, t in _tensors(syn).items():
+            if t.is_floating_point():
+                assert bool(torch.isfinite(t).all()), f"{name}: non-finite values in '{key}'"
+        counts = syn.hard_labels.bincount(minlength=data.num_classes)
+        assert counts.numel() == data.num_classes and bool((counts > 0).all())
+        if syn.soft_labels:
+            assert syn.labels.shape == (len(syn), data.num_classes)
+        if get_method(name).data_kind == "images":
+            assert syn.kind == "images" and syn.images.dtype == torch.float32
+            assert syn.images.shape == (IPC * data.num_classes, data.channels, *data.image_size)
+            assert torch.equal(counts, torch.full((data.num_classes,), IPC))
+            syn.check_compatible(data)
+        else:
+            from condense.graph_summary import to_batch
+
+            assert syn.kind == "graph_summary" and syn.images is None
+            assert bool((counts <= IPC).all())
+            assert to_batch(syn, data).num_graphs > 0  # evaluation can read it
+        loaded = SyntheticSet.load(syn.save(tmp_path / f"{name}.safetensors"))
+        _assert_same(loaded, syn)
+        assert loaded.config == syn.config and loaded.kind == syn.kind
+
+    @pytest.mark.parametrize("name", ALL_METHODS)
+    def test_config_round_trips_through_json(self, name):
+        method = get_method(name)
+        cfg = method.resolve_config()
+        text = json.dumps(config_to_dict(cfg), allow_nan=False)
+        assert config_from_dict(method.Config, json.loads(text)) == cfg
+        with pytest.raises(ValueError, match="unknown"):
+            config_from_dict(method.Config, {"no_such_field": 1})
+
+    @pytest.mark.parametrize("name", ALL_METHODS)
+    def test_every_preset_builds(self, name):
+        method = get_method(name)
+        for preset, values in method.presets.items():
+            assert isinstance(values.get("source"), str) and values["source"], f"{name} preset {preset} lacks a source"
+            cfg = method.resolve_config(preset)
+            for key, value in values.items():
+                if key != "source":
+                    got = getattr(cfg, key)
+                    assert got == (tuple(value) if isinstance(got, tuple) else value), f"{name}:{preset}.{key}"
+            json.dumps(config_to_dict(cfg), allow_nan=False)
+
+    @pytest.mark.parametrize("name", ALL_METHODS)
+    def test_same_generator_same_result(self, name, request):
+        _assert_same(_distill(name, request, seed=1), _distill(name, request, seed=1))
+
+    @pytest.mark.parametrize("name", MATCHERS)
+    def test_checkpoint_then_resume_equals_uninterrupted(self, name, request, tmp_path, monkeypatch):
+        ref = _distill(name, request, seed=2)
+        cls = type(get_method(name))
+        real_step = cls.step
+
+        class Interrupt(Exception):
+            pass
+
+        def interrupted(self, state, it, gen):
+            if it == 1:
+                raise Interrupt
+            return real_step(self, state, it, gen)
+
+        monkeypatch.setattr(cls, "step", interrupted)
+        with pytest.raises(Interrupt):
+            _distill(name, request, seed=2, out_dir=tmp_path, checkpoint_every=1)
+        monkeypatch.setattr(cls, "step", real_step)
+        # the generator passed to the resumed run is irrelevant: its state comes from the checkpoint
+        syn = _distill(name, request, seed=7, out_dir=tmp_path, checkpoint_every=1)
+        assert syn.meta["resumed_from"] == 1
+        _assert_same(syn, ref)
+
+    @pytest.mark.parametrize("name", ALL_METHODS)
+    def test_the_other_data_kind_is_refused_in_one_line(self, name, request):
+        method = get_method(name)
+        data = _other_data(name, request)
+        with pytest.raises(MismatchError) as info:
+            distill(name, data, ipc=1, overrides=_overrides(name), run=RunContext(quiet=True))
+        msg = str(info.value)
+        assert "\n" not in msg
+        assert f"method '{name}' distills {method.data_kind} but '{data.name}' holds {data.kind}" in msg
+        same_kind = [n for n in ALL_METHODS if get_method(n).data_kind == data.kind]
+        assert msg.endswith(f"{data.kind.rstrip('s')} methods: {', '.join(same_kind)}")
 
 
-MATCHERS = [n for n in IMAGE_METHODS if isinstance(get_method(n), Matcher)]
+def test_mismatch_message_names_the_methods_of_the_data_kind(graphs):
+    with pytest.raises(MismatchError) as info:
+        distill("dm", graphs, ipc=1)
+    graph_methods = ", ".join(n for n in ALL_METHODS if get_method(n).data_kind == "graphs")
+    assert str(info.value) == (
+        f"method 'dm' distills images but 'synthetic_graphs' holds graphs; graph methods: {graph_methods}"
+    )
 
 
-@pytest.mark.parametrize("name", MATCHERS)
-def test_checkpoint_then_resume_equals_uninterrupted(name, digits, request, tmp_path, monkeypatch):
-    ref = _distill(name, digits, request, seed=2)
-    cls = type(get_method(name))
-    real_step = cls.step
+def test_data_without_a_kind_is_refused(digits):
+    class Bare:
+        name = "bare"
 
-    def interrupted(self, state, it, gen):
-        if it == 1:
-            raise _Interrupt
-        return real_step(self, state, it, gen)
-
-    monkeypatch.setattr(cls, "step", interrupted)
-    with pytest.raises(_Interrupt):
-        _distill(name, digits, request, seed=2, out_dir=tmp_path, checkpoint_every=1)
-    monkeypatch.setattr(cls, "step", real_step)
-    syn = _distill(name, digits, request, seed=7, out_dir=tmp_path, checkpoint_every=1)
-    assert syn.meta["resumed_from"] == 1
-    assert torch.equal(syn.images, ref.images) and torch.equal(syn.labels, ref.labels)
-    assert syn.lr == ref.lr
+    with pytest.raises(MismatchError, match="has no data kind"):
+        distill("random_real", Bare(), ipc=1)

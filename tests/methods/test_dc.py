@@ -97,10 +97,10 @@ def test_dc_and_dsa_defaults_follow_the_authors_code():
 def test_loops_resolved_from_ipc_unless_set(digits):
     m = get_method("dc")
     st = m.init_state(digits, m.resolve_config(), 10, torch.Generator().manual_seed(0), RunContext())
-    assert (st.scalars["num_outer_loops"], st.scalars["num_inner_loops"]) == (10, 50)
-    cfg = m.resolve_config(None, {"num_outer_loops": 3, "num_inner_loops": 0})
+    assert (st.scalars["num_outer_loops"], st.scalars["inner_epochs"]) == (10, 50)
+    cfg = m.resolve_config(None, {"num_outer_loops": 3, "inner_epochs": 0})
     st = m.init_state(digits, cfg, 10, torch.Generator().manual_seed(0), RunContext())
-    assert (st.scalars["num_outer_loops"], st.scalars["num_inner_loops"]) == (3, 0)
+    assert (st.scalars["num_outer_loops"], st.scalars["inner_epochs"]) == (3, 0)
 
 
 def test_models_with_running_stats_are_refused(digits):
@@ -110,7 +110,7 @@ def test_models_with_running_stats_are_refused(digits):
 
 @pytest.mark.parametrize("name", ["dc", "dsa"])
 def test_short_run_moves_the_images(name, digits):
-    over = {"num_iterations": 2, "batch_real": 16, "num_outer_loops": 2, "num_inner_loops": 1, "init": "real"}
+    over = {"num_iterations": 2, "batch_real": 16, "num_outer_loops": 2, "inner_epochs": 1, "init": "real"}
     m = get_method(name)
     gen = torch.Generator().manual_seed(0)
     cfg = m.resolve_config(None, over)

@@ -1,4 +1,4 @@
-"""MTT on digits: quality vs random real, guard rails (positive lr, NaN rollback), resume, AST options, lean mode."""
+"""MTT on digits: quality vs random real, guard rails (positive lr, NaN rollback), resume, lean mode, the step."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 
 from condense.errors import ConfigError, MismatchError
 from condense.methods import RunContext, distill, get_method
-from condense.methods import _trajectory as core
+from condense.methods import mtt as core
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -83,7 +83,7 @@ def test_resume_after_interruption_equals_uninterrupted(digits, digits_buffer, t
     over = {"num_iterations": 4}
     ref = distill("mtt", digits, ipc=1, overrides=over, run=RunContext(buffer=digits_buffer, quiet=True))
 
-    real_step = core.TrajectoryMatcher.step
+    real_step = core.MTT.step
 
     def dying(self, state, it, gen):
         if it == 3:
@@ -91,10 +91,10 @@ def test_resume_after_interruption_equals_uninterrupted(digits, digits_buffer, t
         return real_step(self, state, it, gen)
 
     run = RunContext(buffer=digits_buffer, out_dir=tmp_path, checkpoint_every=2, quiet=True)
-    monkeypatch.setattr(core.TrajectoryMatcher, "step", dying)
+    monkeypatch.setattr(core.MTT, "step", dying)
     with pytest.raises(KeyboardInterrupt):
         distill("mtt", digits, ipc=1, overrides=over, run=run)
-    monkeypatch.setattr(core.TrajectoryMatcher, "step", real_step)
+    monkeypatch.setattr(core.MTT, "step", real_step)
     resumed = distill("mtt", digits, ipc=1, overrides=over, run=run)
     assert resumed.meta["resumed_from"] == 2
     torch.testing.assert_close(resumed.images, ref.images)
@@ -112,21 +112,6 @@ def test_lean_mode_matches_full_mode(digits, digits_buffer):
     assert out["lean"][2] == pytest.approx(out["full"][2], rel=1e-5)
 
 
-def test_ast_options_run(digits, digits_buffer):
-    over = {
-        "num_iterations": 2,
-        "init": "representative",
-        "balanced_loss": True,
-        "intermediate_loss": "adaptive",
-        "weight_perturb": 1.0,
-        "student_momentum": 0.9,
-        "unroll": "lean",
-    }
-    syn = distill("mtt", digits, ipc=2, preset="digits-ipc1", overrides=over, run=RunContext(buffer=digits_buffer))
-    assert syn.images.shape == (20, 1, 8, 8) and bool(torch.isfinite(syn.images).all())
-    assert syn.labels.tolist() == sorted(syn.labels.tolist())
-
-
 def test_config_validation_and_presets():
     m = get_method("mtt")
     for name in m.presets:
@@ -139,6 +124,30 @@ def test_config_validation_and_presets():
         m.resolve_config(None, {"unroll": "tesla"})
     with pytest.raises(ConfigError, match="lr_min"):
         m.resolve_config(None, {"lr_min": 1.0})
+    with pytest.raises(ConfigError, match="init"):
+        m.resolve_config(None, {"init": "representative"})  # AST's init is AST's (ast.py), not MTT's
+
+
+def test_mtt_step_is_plain_sgd_matching_the_final_checkpoint(digits, digits_buffer, monkeypatch):
+    # MTT's own lines of step: one matching term at step N against theta*_{t+M}, mu = 0, inner-loss weight 1
+    seen = {}
+    real = core.meta_gradient
+
+    def spy(model, layout, theta0, images, labels, lr, plan, matches, **kw):
+        seen.update(theta0=theta0, plan=plan, matches=matches, **kw)
+        return real(model, layout, theta0, images, labels, lr, plan, matches, **kw)
+
+    monkeypatch.setattr(core, "meta_gradient", spy)
+    m, cfg, gen, st = _state(digits, digits_buffer)
+    stats = m.step(st, 0, gen)
+    assert seen["momentum"] == 0.0 and seen["loss_scale"] == 1.0 and len(seen["plan"]) == cfg.syn_steps
+    (only,) = seen["matches"]
+    buf, t = st.runtime["buffer"], int(stats["start_epoch"])
+    assert only.step == cfg.syn_steps and only.weight == 1.0
+    assert cfg.min_start_epoch <= t < cfg.max_start_epoch
+    # the student starts at theta*_t of one expert k (unperturbed) and is matched with theta*_{t+M} of the same k
+    (k,) = [e for e in buf.expert_ids if torch.equal(seen["theta0"], buf.snapshot(e, t))]
+    assert torch.equal(only.target, buf.snapshot(k, t + cfg.expert_epochs))
 
 
 def test_needs_a_matching_buffer(digits, digits_buffer, tmp_path):
@@ -156,15 +165,15 @@ import time, torch
 torch.set_num_threads(1)
 from condense.data import load_dataset
 from condense.methods import RunContext, distill
-from condense.methods._trajectory import TrajectoryMatcher
+from condense.methods.mtt import MTT
 
-real_step = TrajectoryMatcher.step
+real_step = MTT.step
 
 def slow_step(self, state, it, gen):  # slow enough that the parent kills it mid-run
     time.sleep(0.05)
     return real_step(self, state, it, gen)
 
-TrajectoryMatcher.step = slow_step
+MTT.step = slow_step
 run = RunContext(out_dir={out!r}, buffer={buf!r}, checkpoint_every=3, quiet=True)
 distill("mtt", load_dataset("digits"), ipc=1, overrides={over!r}, run=run)
 """

@@ -17,14 +17,8 @@ import torch
 
 from condense.errors import DivergenceError, IntegrityError, MismatchError
 from condense.methods import RunContext, distill
-from condense.methods._runner import (
-    CHECKPOINT_JSON,
-    CHECKPOINT_TENSORS,
-    LOG_NAME,
-    MAX_CONSECUTIVE_DIVERGENCES,
-    load_checkpoint,
-    run_matcher,
-)
+from condense.methods._checkpoint import CHECKPOINT_JSON, CHECKPOINT_TENSORS, CHECKPOINT_VERSION, load_checkpoint
+from condense.methods._runner import LOG_NAME, MAX_CONSECUTIVE_DIVERGENCES, run_matcher
 from condense.methods.base import Matcher, MatchState
 from condense.methods.dm import DM
 from condense.synthetic import SyntheticSet
@@ -224,6 +218,35 @@ def test_corrupt_checkpoint_is_refused(digits, tmp_path):
     blob[-3] ^= 0xFF  # a byte of tensor data
     path.write_bytes(bytes(blob))
     with pytest.raises(IntegrityError, match="checksum mismatch"):
+        _toy(digits, run=run)
+
+
+def test_checkpoint_carries_the_shared_stamp_and_refuses_other_versions(digits, tmp_path):
+    """``format``/``format_version``/``provenance`` as every condense file; a checkpoint of another version is refused
+    with the file named, and so is a file that is not a safetensors checkpoint at all."""
+    from condense.io import save_tensors
+
+    run = RunContext(out_dir=tmp_path, checkpoint_every=2, quiet=True)
+    _toy(digits, run=run)
+    record, _, _ = load_checkpoint(tmp_path)
+    assert record["format"] == "condense.checkpoint" and record["format_version"] == CHECKPOINT_VERSION == 2
+    assert {"condense", "torch", "created"} <= set(record["provenance"])
+    sidecar = json.loads((tmp_path / CHECKPOINT_JSON).read_text())
+    assert sidecar["format_version"] == CHECKPOINT_VERSION and sidecar["iteration"] == 6
+    # rewrite the tensor file as a version-1 checkpoint (its record said "version", not "format_version")
+    from safetensors.torch import load_file
+
+    old = {k: v for k, v in record.items() if k not in ("format_version", "provenance")}
+    old["version"] = 1
+    save_tensors(
+        tmp_path / CHECKPOINT_TENSORS,
+        load_file(tmp_path / CHECKPOINT_TENSORS),
+        metadata={"format": "condense.checkpoint", "record": json.dumps(old)},
+    )
+    with pytest.raises(IntegrityError, match=r"checkpoint\.safetensors' has condense\.checkpoint format version None"):
+        _toy(digits, run=run)
+    (tmp_path / CHECKPOINT_TENSORS).write_bytes(b"\x01\x00")
+    with pytest.raises(IntegrityError, match="checkpoint.safetensors"):
         _toy(digits, run=run)
 
 

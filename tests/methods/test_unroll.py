@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from condense.augment import get_augment
-from condense.methods._unroll import MatchTarget, ParamLayout, StepPlan, meta_gradient, parameter_distance
+from condense.methods._unroll import MatchTarget, StepPlan, meta_gradient, parameter_distance
+from condense.models.params import ParamLayout
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

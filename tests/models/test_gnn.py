@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from condense.data.tu import EMBEDDED_GRAPHS, load_graph_dataset
+from condense.data import load_dataset
+from condense.data.graph import computation_tree_ids
 from condense.errors import ConfigError, UnknownNameError
 from condense.models.gnn import create_gnn, global_pool, list_gnns
 
@@ -15,7 +16,7 @@ GNNS = list_gnns()
 
 @pytest.fixture(scope="module")
 def graphs():
-    return load_graph_dataset(EMBEDDED_GRAPHS)
+    return load_dataset("synthetic_graphs")
 
 
 def test_registry() -> None:
@@ -24,6 +25,16 @@ def test_registry() -> None:
         create_gnn("gcm", in_dim=3, num_classes=2)
     with pytest.raises(ConfigError):
         create_gnn("gcn", in_dim=3, num_classes=2, pooling="max")
+
+
+def test_seed_builds_the_same_model_without_touching_the_global_rng() -> None:
+    state = torch.random.get_rng_state()
+    a = create_gnn("gin", in_dim=3, num_classes=2, seed=7)
+    b = create_gnn("gin", in_dim=3, num_classes=2, seed=7)
+    c = create_gnn("gin", in_dim=3, num_classes=2, seed=8)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    pa, pb, pc = (torch.cat([p.flatten() for p in n.parameters()]) for n in (a, b, c))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
 
 
 @pytest.mark.parametrize("name", GNNS)
@@ -62,20 +73,19 @@ def test_pool_mask() -> None:
 def test_tree_root_equals_node_embedding(graphs, name: str, tol: float) -> None:
     """A root of an expanded L-hop computation tree gets the embedding of its node in the real graph (Mirage Sec. 3);
     exact for GIN/GAT, approximate for GCN, whose normalization needs the unseen degree of the leaves."""
-    from condense.methods._graph import computation_tree_ids
-    from condense.methods.mirage import _encode, expand_summary
+    from condense.graph_summary import encode_tree_sets, expand_summary
     from condense.synthetic import SyntheticSet
 
     nl, ei, _, _ = graphs.subgraphs(graphs.train_idx[:1])
     ids, vocab = computation_tree_ids(nl.numpy(), ei.numpy(), 2)
     sets = [(int(t),) for t in ids[2]]
-    tensors, _ = _encode(vocab, sets, [[1, 0]] * len(sets), 2)
+    tensors, _ = encode_tree_sets(vocab, sets, [[1, 0]] * len(sets), 2)
     syn = SyntheticSet(
         None,
         torch.zeros(len(sets), dtype=torch.int64),
         ["0", "1"],
         "mirage",
-        EMBEDDED_GRAPHS,
+        "synthetic_graphs",
         1,
         tensors=tensors,
         config={"num_hops": 2},

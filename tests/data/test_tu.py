@@ -1,4 +1,4 @@
-"""TU loader, embedded graphs, splits and batching."""
+"""Graph datasets: the TU reader (``tu:<NAME>``), the embedded ``synthetic_graphs``, splits, batching and packing."""
 
 from __future__ import annotations
 
@@ -7,22 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from condense.data.tu import (
-    EMBEDDED_GRAPHS,
-    GraphData,
-    is_graph_dataset,
-    load_graph_dataset,
-    make_synthetic_graphs,
-    pack_graphs,
-    stratified_split,
-    unpack_graphs,
-)
-from condense.errors import ConfigError, DataFormatError, DataNotFoundError
+from condense.data import load_dataset
+from condense.data.graph import GraphData, pack_graphs, stratified_split, unpack_graphs
+from condense.data.graph_synthetic import EMBEDDED_GRAPHS, generate_graphs
+from condense.errors import ConfigError, DataFormatError, DataNotFoundError, UnknownNameError
 
 
 @pytest.fixture(scope="module")
 def graphs() -> GraphData:
-    return load_graph_dataset(EMBEDDED_GRAPHS)
+    return load_dataset(EMBEDDED_GRAPHS)
 
 
 def _write_tu(folder: Path, name: str, *, labels=(-1, 1, 1), node_labels=True, twice=True) -> Path:
@@ -44,10 +37,17 @@ def _write_tu(folder: Path, name: str, *, labels=(-1, 1, 1), node_labels=True, t
 
 
 def test_names() -> None:
-    assert is_graph_dataset("tu:MUTAG") and is_graph_dataset(EMBEDDED_GRAPHS) and is_graph_dataset("graphs")
-    assert not is_graph_dataset("digits") and not is_graph_dataset("cifar10")
-    with pytest.raises(DataNotFoundError):
-        load_graph_dataset("nope")
+    """Graph datasets sit in the one dataset registry; unknown names are registry errors, not missing files."""
+    from condense.data import list_datasets
+
+    assert {"tu:", EMBEDDED_GRAPHS, "graphs"} <= set(list_datasets())
+    assert load_dataset("graphs").fingerprint == load_dataset(EMBEDDED_GRAPHS).fingerprint
+    with pytest.raises(UnknownNameError, match="did you mean 'synthetic_graphs'"):
+        load_dataset("synthetic_graph")
+    with pytest.raises(UnknownNameError, match="tu:MUTAG"):
+        load_dataset("tu:")
+    with pytest.raises(ConfigError, match="zca"):
+        load_dataset(EMBEDDED_GRAPHS, zca=True)
 
 
 def test_embedded(graphs: GraphData) -> None:
@@ -58,9 +58,9 @@ def test_embedded(graphs: GraphData) -> None:
     for p in parts:  # stratified: both classes in every part, balanced
         counts = torch.bincount(graphs.y[p], minlength=2)
         assert abs(int(counts[0]) - int(counts[1])) <= 1
-    again = make_synthetic_graphs()
+    again = generate_graphs()
     assert again.fingerprint == graphs.fingerprint and torch.equal(again.test_idx, graphs.test_idx)
-    other = load_graph_dataset(EMBEDDED_GRAPHS, seed=1)
+    other = load_dataset(EMBEDDED_GRAPHS, seed=1)
     assert other.fingerprint == graphs.fingerprint and not torch.equal(other.test_idx, graphs.test_idx)
     assert graphs.raw_bytes > 0
 
@@ -92,7 +92,7 @@ def test_stratified_split_small() -> None:
 def test_tu_quirks(tmp_path: Path) -> None:
     _write_tu(tmp_path, "FAKE")
     for root in (tmp_path, tmp_path / "FAKE"):  # root may be the data folder or the dataset folder itself
-        d = load_graph_dataset("tu:FAKE", str(root))
+        d = load_dataset("tu:FAKE", str(root))
         assert d.num_graphs == 3 and d.classes == ["-1", "1"] and d.y.tolist() == [0, 1, 1]
         assert d.edge_index.shape[1] == 16  # 8 undirected edges, duplicates coalesced
         assert d.node_label_kind == "node_labels" and d.num_node_labels == 3
@@ -101,7 +101,7 @@ def test_tu_quirks(tmp_path: Path) -> None:
 
 def test_tu_labels_12_and_degree(tmp_path: Path) -> None:
     _write_tu(tmp_path, "NOLAB", labels=(1, 2, 2), node_labels=False, twice=False)
-    d = load_graph_dataset("tu:NOLAB", str(tmp_path))
+    d = load_dataset("tu:NOLAB", str(tmp_path))
     assert d.classes == ["1", "2"] and d.y.tolist() == [0, 1, 1]
     assert d.node_label_kind == "degree" and d.node_label_values == [1, 2, 3]
     assert d.node_label_values[int(d.node_label[6])] == 3  # the star's centre has degree 3
@@ -109,11 +109,13 @@ def test_tu_labels_12_and_degree(tmp_path: Path) -> None:
 
 def test_tu_missing(tmp_path: Path) -> None:
     with pytest.raises(DataNotFoundError, match="MUTAG_A.txt"):
-        load_graph_dataset("tu:MUTAG", str(tmp_path))
+        load_dataset("tu:MUTAG", str(tmp_path))
+    with pytest.raises(DataNotFoundError, match="MUTAG_A.txt"):
+        load_dataset("tu:MUTAG", tmp_path)  # a Path root works too
     d = _write_tu(tmp_path, "PART")
     (d / "PART_graph_labels.txt").unlink()
     with pytest.raises(DataNotFoundError, match="PART_graph_labels.txt"):
-        load_graph_dataset("tu:PART", str(tmp_path))
+        load_dataset("tu:PART", str(tmp_path))
 
 
 @pytest.mark.parametrize(
@@ -131,13 +133,16 @@ def test_tu_inconsistent(tmp_path: Path, file: str, content: str, match: str) ->
     d = _write_tu(tmp_path, "BAD")
     (d / f"BAD_{file}.txt").write_text(content)
     with pytest.raises(DataFormatError, match=match):
-        load_graph_dataset("tu:BAD", str(tmp_path))
+        load_dataset("tu:BAD", str(tmp_path))
 
 
-def test_bad_split() -> None:
-    with pytest.raises(ConfigError):
-        load_graph_dataset(EMBEDDED_GRAPHS, split="kfold")
-    d = load_graph_dataset(EMBEDDED_GRAPHS, split="mirage")
+def test_bad_split(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="split"):
+        load_dataset(EMBEDDED_GRAPHS, split="kfold")
+    _write_tu(tmp_path, "SPL")
+    with pytest.raises(ConfigError, match="split"):
+        load_dataset("tu:SPL", tmp_path, split="kfold")
+    d = load_dataset(EMBEDDED_GRAPHS, split="mirage")
     assert len(d.test_idx) == 30 and len(d.val_idx) == 30
 
 
@@ -146,7 +151,24 @@ def test_real_mutag(shared_data: Path) -> None:
     root = shared_data / "tu"
     if not (root / "MUTAG").is_dir():
         pytest.skip(f"'{root / 'MUTAG'}' is absent")
-    d = load_graph_dataset("tu:MUTAG", str(root))
+    d = load_dataset("tu:MUTAG", str(root))
     assert d.num_graphs == 188 and int(d.node_label.shape[0]) == 3371 and d.edge_index.shape[1] == 2 * 3721
     assert d.classes == ["-1", "1"] and torch.bincount(d.y).tolist() == [63, 125]
     assert d.num_node_labels == 7 and d.edge_label is not None and d.edge_label.shape[0] == d.edge_index.shape[1]
+
+
+def test_canonical_trees_are_isomorphism_invariant() -> None:
+    """``computation_tree_ids``: a path a-b-c and the same path listed in another node order get the same trees."""
+    import numpy as np
+
+    from condense.data.graph import computation_tree_ids
+
+    lab = np.array([0, 1, 0])
+    e1 = np.array([[0, 1, 1, 2], [1, 0, 2, 1]])
+    ids1, vocab = computation_tree_ids(lab, e1, 2)
+    perm = np.array([2, 0, 1])  # new id of old node i
+    lab2 = np.empty(3, dtype=np.int64)
+    lab2[perm] = lab
+    ids2, _ = computation_tree_ids(lab2, perm[e1], 2, vocab)
+    assert sorted(ids1[2].tolist()) == sorted(ids2[2].tolist())
+    assert ids1[2][0] == ids1[2][2] != ids1[2][1]

@@ -4,7 +4,7 @@ Issue 5's table. For every dataset: distill with Mirage (every frequent tree-set
 the paper; theta and the GNN readout chosen on a validation split carved from the training graphs, see
 ``MIRAGE_OVERRIDES``), time the mining at the chosen theta (median of 3 runs on the CPU; the selection's own time
 is reported beside it), record the summary's tensor bytes and file bytes beside the raw
-dataset's bytes, then train fresh GNNs with the shared graph protocol (``condense.eval.graph``) on: the summary;
+dataset's bytes, then train fresh GNNs with the shared graph protocol (``condense.eval``) on: the summary;
 random real graphs with at least as many graphs (ceil(S / K) per class, a new draw per seed); herding graphs of
 the same size; the full training split. The metric is ROC-AUC for binary datasets (as the Mirage paper reports,
 ROC-AUC x 100 there; fractions here), accuracy otherwise; both are in every row.
@@ -17,8 +17,9 @@ two distillation times is reported twice: against Mirage's mining alone, and aga
 selection of theta. (The paper ran DosCond on an A100 and Mirage on a CPU.)
 
 Usage:
-    python benchmarks/graph.py --quick --json
-    python benchmarks/graph.py --data-root ../shared/data/tu --datasets NCI1,MUTAG,PROTEINS,IMDB-BINARY --json out.json
+    python benchmarks/graph_speed.py --quick --json
+    python benchmarks/graph_speed.py --data-root ../shared/data/tu \
+        --datasets NCI1,MUTAG,PROTEINS,IMDB-BINARY --json out.json
 """
 
 from __future__ import annotations
@@ -34,10 +35,7 @@ import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import peak_memory_mb, print_result, reset_peak_memory, rss_mb  # noqa: E402
+from _common import peak_memory_mb, print_result, reset_peak_memory, rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "tu"
@@ -62,12 +60,13 @@ def run_dataset(
     mirage_over: dict,
     doscond_iterations: int,
 ) -> list[dict]:
-    from condense.data.tu import EMBEDDED_GRAPHS, load_graph_dataset
-    from condense.eval.graph import evaluate_graph_set, full_graph_baseline, random_graph_baseline
-    from condense.methods.base import distill
+    from condense.data import load_dataset
+    from condense.data.graph_synthetic import EMBEDDED_GRAPHS
+    from condense.eval import evaluate, full_data_baseline, random_real_baseline
+    from condense.methods import distill
 
     ds = name if name == EMBEDDED_GRAPHS or name.startswith("tu:") else f"tu:{name}"
-    data = load_graph_dataset(ds, root)
+    data = load_dataset(ds, root)
     # theta and the readout are chosen on a validation split carved from the training graphs (once, timed), then
     # the mining alone at the chosen theta is timed (median of 3); the test split is never used to choose
     t0 = time.perf_counter()
@@ -93,17 +92,17 @@ def run_dataset(
         f"{syn.meta['tree_sets_per_class']}, {syn.meta['summary_bytes']} B, mining {statistics.median(times):.3f} s, "
         f"with selection {select_seconds:.1f} s; random/herding {per_class} per class"
     )
-    rows = {"mirage": evaluate_graph_set(syn, data, gnns, seeds=seeds, protocol=protocol)}
+    rows = {"mirage": evaluate(syn, data, models=gnns, seeds=seeds, protocol=protocol)}
     log(f"  mirage {rows['mirage']['seconds']} s")
-    rows["random"] = random_graph_baseline(data, per_class, gnns, seeds=seeds, protocol=protocol)
+    rows["random"] = random_real_baseline(data, per_class, models=gnns, seeds=seeds, protocol=protocol)
     log(f"  random {rows['random']['seconds']} s")
     if herding:
         hs = distill("herding_graphs", data, ipc=per_class)
-        rows["herding"] = evaluate_graph_set(hs, data, gnns, seeds=seeds, protocol=protocol)
+        rows["herding"] = evaluate(hs, data, models=gnns, seeds=seeds, protocol=protocol)
         log(f"  herding {rows['herding']['seconds']} s")
     dos_seconds = dos_peak = None
     if doscond_iterations:
-        from condense.methods.base import RunContext
+        from condense.methods import RunContext
 
         base = rss_mb()
         reset_peak_memory("cpu")
@@ -113,10 +112,10 @@ def run_dataset(
         )
         dos_seconds = time.perf_counter() - t0
         dos_peak = max(0.0, peak_memory_mb("cpu") - base)
-        rows["doscond"] = evaluate_graph_set(ds_syn, data, gnns, seeds=seeds, protocol=protocol)
+        rows["doscond"] = evaluate(ds_syn, data, models=gnns, seeds=seeds, protocol=protocol)
         rows["doscond"]["summary_bytes"] = ds_syn.meta["summary_bytes"]
         log(f"  doscond {doscond_iterations} iterations: distill {dos_seconds:.1f} s, {rows['doscond']['seconds']} s")
-    rows["full"] = full_graph_baseline(data, gnns, seeds=seeds, protocol=protocol)
+    rows["full"] = full_data_baseline(data, models=gnns, seeds=seeds, protocol=protocol)
     log(f"  full {rows['full']['seconds']} s")
     out = []
     for g in gnns:
@@ -174,14 +173,14 @@ def main(argv: list[str] | None = None) -> dict:
         "--json", nargs="?", const="", default=None, help="quiet; write the JSON object to this path too when given"
     )
     args = p.parse_args(argv)
-    from condense.eval.graph import GRAPH_PROTOCOL
+    from condense.eval import GRAPH_PROTOCOL
 
     torch.set_num_threads(1)  # tiny sparse graphs: threads only add overhead (and the suite runs in parallel)
     protocol = GRAPH_PROTOCOL
     datasets, gnns, seeds = args.datasets.split(","), args.gnns.split(","), args.seeds
     mirage_over = dict(MIRAGE_OVERRIDES)
     if args.quick:
-        from condense.data.tu import EMBEDDED_GRAPHS
+        from condense.data.graph_synthetic import EMBEDDED_GRAPHS
 
         datasets, gnns, seeds = [EMBEDDED_GRAPHS], ["gcn"], 2
         protocol = dataclasses.replace(protocol, epochs=10, min_steps=100)
@@ -215,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
         "mirage_overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in mirage_over.items()},
         "protocol": dataclasses.asdict(protocol),
         "doscond_iterations": args.doscond_iterations,
-        "command": " ".join(["python", "benchmarks/graph.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(["python", "benchmarks/graph_speed.py", *(argv if argv is not None else sys.argv[1:])]),
     }
     out = print_result("graph", config, results, device="cpu")
     if args.json:

@@ -8,9 +8,9 @@ Two paths with the same arithmetic, so they give the same numbers:
   all seeds, which is where the speed-up comes from at distillation-sized batches.
 - **loop** (BatchNorm models, or ``vmap=False``): one ``nn.Module`` and ``torch.optim.SGD`` per seed.
 
-Every seed owns a CPU ``torch.Generator`` that draws its batch order and its augmentation parameters in the
-same sequence on both paths; augmentation is applied per seed outside ``vmap`` (DSA draws one op group per
-call, which vmap cannot express).
+Every seed owns a CPU ``torch.Generator`` (``seeding.generator("condense-eval", seed)``, the stream the graph
+evaluator uses too) that draws its batch order and its augmentation parameters in the same sequence on both paths;
+augmentation is applied per seed outside ``vmap`` (DSA draws one op group per call, which vmap cannot express).
 """
 
 from __future__ import annotations
@@ -25,16 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from condense import seeding
+from condense.errors import ConfigError
 from condense.eval.protocol import EvalProtocol
 
-__all__ = ["train_and_test", "soft_target_loss", "seed_generator"]
+__all__ = ["train_and_test", "soft_target_loss"]
 
 logger = logging.getLogger("condense")
-
-
-def seed_generator(seed: int) -> torch.Generator:
-    """The per-seed CPU generator for batch order and augmentation (a stream apart from model init)."""
-    return seeding.generator("condense-eval", seed)
 
 
 def soft_target_loss(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -128,11 +124,12 @@ def train_and_test(
         for s in seeds
     ]
     aug = get_augment(augment)
-    gens = [seed_generator(s) for s in seeds]
+    # per-seed CPU generator for batch order and augmentation: a stream apart from model init (graphs use it too)
+    gens = [seeding.generator("condense-eval", s) for s in seeds]
     # vmap pays on GPUs (one launch for all seeds); on CPUs grouped convolutions are slower than a loop.
     use_vmap = (device.type == "cuda" and not any(has_running_stats(m) for m in models)) if vmap is None else vmap
     if use_vmap and any(has_running_stats(m) for m in models):
-        raise ValueError(f"model '{model}' keeps running statistics and cannot be vmapped over seeds")
+        raise ConfigError(f"model '{model}' keeps running statistics and cannot be vmapped over seeds; pass vmap=False")
     from tqdm.auto import tqdm
 
     bar = tqdm(range(protocol.epochs), desc=f"{desc} {model} x{len(seeds)}", disable=quiet, leave=False)

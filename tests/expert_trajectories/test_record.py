@@ -1,0 +1,205 @@
+"""record_experts: argument checks, resume rules, resume after a real kill, torchrun over two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from condense.errors import ConfigError, IntegrityError, MismatchError
+from condense.expert_trajectories import (
+    MANIFEST_NAME,
+    ExpertBuffer,
+    expert_filename,
+    get_expert_config,
+    record_experts,
+)
+
+MODEL_KW = {"width": 8}
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    return env
+
+
+def _record(data, out, n=2, epochs=2, **kw):
+    kw.setdefault("config", get_expert_config("vanilla", batch_size=128, augment="dsa_noflip"))
+    return record_experts(data, "convnet", n, epochs, out, quiet=True, model_kwargs=MODEL_KW, **kw)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Arguments
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_bad_arguments_are_refused(digits, tmp_path):
+    with pytest.raises(ConfigError, match="n_experts"):
+        record_experts(digits, "convnet", 0, 1, tmp_path)
+    with pytest.raises(ConfigError, match="dtype"):
+        record_experts(digits, "convnet", 1, 1, tmp_path, dtype="float64")
+    with pytest.raises(ConfigError, match="contradicts"):
+        record_experts(digits, "convnet", 1, 1, tmp_path, kind="smooth", config=get_expert_config("flat"))
+
+    with pytest.raises(ConfigError, match="epochs"):
+        record_experts(digits, "convnet", 1, 0, tmp_path)
+    with pytest.raises(ConfigError, match="did you mean 'datm'"):
+        record_experts(digits, "convnet", 1, 1, tmp_path, kind="dtam")
+
+
+def test_kind_may_be_a_preset(digits, tmp_path):
+    buf = record_experts(digits, "convnet", 1, 1, tmp_path, kind="datm", quiet=True, model_kwargs=MODEL_KW, seed=1)
+    assert buf.kind == "flat" and buf.config == get_expert_config("datm").to_dict()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Resume rules
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_resume_refuses_other_settings_and_extends(digits, tmp_path):
+    first = _record(digits, tmp_path, n=2, epochs=2)
+    stamp = (tmp_path / expert_filename(0)).stat().st_mtime_ns
+    with pytest.raises(MismatchError, match="epochs"):
+        _record(digits, tmp_path, n=2, epochs=3)
+    more = _record(digits, tmp_path, n=3, epochs=2)
+    assert more.num_experts == 3
+    assert (tmp_path / expert_filename(0)).stat().st_mtime_ns == stamp  # kept, not retrained
+    torch.testing.assert_close(more.trajectory(1), first.trajectory(1), rtol=0, atol=0)
+
+
+def test_resume_retrains_a_damaged_expert(digits, tmp_path):
+    first = _record(digits, tmp_path, n=2, epochs=2)
+    ref = first.trajectory(1).clone()  # trajectory() may alias the memory-mapped file we are about to cut
+    f = tmp_path / expert_filename(1)
+    f.write_bytes(f.read_bytes()[:-64])  # cut inside the tensor data: the header alone still parses
+    kept = (tmp_path / expert_filename(0)).stat().st_mtime_ns
+    again = _record(digits, tmp_path, n=2, epochs=2)
+    assert (tmp_path / expert_filename(0)).stat().st_mtime_ns == kept
+    torch.testing.assert_close(again.trajectory(1), ref, rtol=0, atol=0)  # retrained from the same seeds
+
+
+def test_resume_refuses_another_format_version(digits, tmp_path):
+    _record(digits, tmp_path, n=1, epochs=1)
+    m = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    m["format_version"] = 0
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(m))
+    with pytest.raises(IntegrityError, match=r"format version 0; this condense reads version 1") as e:
+        _record(digits, tmp_path, n=1, epochs=1)
+    assert str(tmp_path / MANIFEST_NAME) in str(e.value)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# A real kill, then resume
+# ----------------------------------------------------------------------------------------------------------------------
+
+_SLOW_RECORD = """
+import sys, time
+import torch
+torch.set_num_threads(1)
+import condense.expert_trajectories._train as train
+from condense.data import load_dataset
+from condense.expert_trajectories import get_expert_config, record_experts
+
+_aug = train.augment_experts
+def slow_augment(*args, **kwargs):  # stretch each step so the parent can kill us mid-expert
+    time.sleep(0.03)
+    return _aug(*args, **kwargs)
+train.augment_experts = slow_augment
+cfg = get_expert_config("vanilla", batch_size=128, augment="dsa_noflip")
+record_experts(load_dataset("digits"), "convnet", 3, 3, sys.argv[1], config=cfg, quiet=True,
+               experts_at_once=1, model_kwargs={"width": 8})
+"""
+
+
+def test_kill_then_resume(digits, tmp_path):
+    out = tmp_path / "killed"
+    script = tmp_path / "slow_record.py"
+    script.write_text(_SLOW_RECORD)
+    proc = subprocess.Popen([sys.executable, str(script), str(out)], env=_env(), stderr=subprocess.PIPE)
+    first = out / expert_filename(0)
+    deadline = time.monotonic() + 120
+    try:
+        while not first.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"recorder exited early ({proc.returncode}): {proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("recorder wrote no expert within 120 s")
+            time.sleep(0.02)
+        time.sleep(0.2)  # expert 1 is now half trained (36 steps x 30 ms each)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    m = json.loads((out / MANIFEST_NAME).read_text())
+    assert [e["status"] for e in m["experts"]] == ["done", "pending", "pending"]
+    assert not (out / expert_filename(1)).exists()
+    stamp = first.stat().st_mtime_ns
+
+    cfg = get_expert_config("vanilla", batch_size=128, augment="dsa_noflip")
+    resumed = _record(digits, out, n=3, epochs=3, config=cfg, experts_at_once=1)
+    assert resumed.num_experts == 3 and first.stat().st_mtime_ns == stamp
+    assert not list(out.glob(".*.tmp"))
+    reference = _record(digits, tmp_path / "ref", n=3, epochs=3, config=cfg, experts_at_once=1)
+    for e in range(3):  # the interrupted expert was redone from scratch: same trajectory as an uninterrupted run
+        torch.testing.assert_close(resumed.trajectory(e), reference.trajectory(e), rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# torchrun: 2 gloo processes split the experts
+# ----------------------------------------------------------------------------------------------------------------------
+
+_DIST_RECORD = """
+import os
+import sys
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+from condense.data import load_dataset
+from condense.expert_trajectories import get_expert_config, record_experts
+cfg = get_expert_config("vanilla", batch_size=128, augment="dsa_noflip")
+buf = record_experts(load_dataset("digits"), "convnet", 3, 2, sys.argv[1], config=cfg, quiet=True,
+                     model_kwargs={"width": 8})
+Path(sys.argv[2], f"rank{os.environ['RANK']}.txt").write_text(f"{buf.num_experts}")
+"""
+
+
+def test_torchrun_gloo_two_processes(digits, tmp_path):
+    out = tmp_path / "dist"
+    script = tmp_path / "dist_record.py"
+    script.write_text(textwrap.dedent(_DIST_RECORD))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(out)]
+    cmd.append(str(tmp_path))
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["3", "3"]  # every rank returns the buffer
+    buf = ExpertBuffer.open(out)
+    assert buf.num_experts == 3
+    assert [buf.expert_record(e)["rank"] for e in range(3)] == [0, 1, 0]  # split over the two ranks
+    cfg = get_expert_config("vanilla", batch_size=128, augment="dsa_noflip")
+    single = _record(digits, tmp_path / "single", n=3, epochs=2, config=cfg, experts_at_once=1)
+    for e in range(3):  # seeds depend on the expert id only, not on the rank that trained it
+        torch.testing.assert_close(buf.trajectory(e), single.trajectory(e), rtol=1e-4, atol=1e-5)

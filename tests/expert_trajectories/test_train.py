@@ -1,0 +1,147 @@
+"""The K-expert trainer: vmap == loop, functional SGD against torch.optim.SGD, BatchNorm, snapshot plan, divergence."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from condense.augment import get_augment
+from condense.errors import DivergenceError
+from condense.expert_trajectories import (
+    MANIFEST_NAME,
+    derive_seed,
+    expert_filename,
+    get_expert_config,
+    record_experts,
+)
+from condense.expert_trajectories._train import Expert, augment_experts, snapshot_steps
+from condense.models import create_model
+
+MODEL_KW = {"width": 8}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _record(data, out, n=2, epochs=2, **kw):
+    kw.setdefault("config", get_expert_config("vanilla", batch_size=128, augment="dsa_noflip"))
+    return record_experts(data, "convnet", n, epochs, out, quiet=True, model_kwargs=MODEL_KW, **kw)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Numerics
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kind, epochs, batch",
+    [("vanilla", 2, 128), ("flat", 2, 128), ("smooth", 1, 256)],  # smooth: GP + momentum amplify rounding
+)
+def test_vmapped_experts_equal_looped_experts(digits, tmp_path, kind, epochs, batch):
+    cfg = get_expert_config(kind, batch_size=batch, augment="dsa_noflip")
+    vm = _record(digits, tmp_path / "vmap", n=3, epochs=epochs, config=cfg, experts_at_once=3)
+    lp = _record(digits, tmp_path / "loop", n=3, epochs=epochs, config=cfg, experts_at_once=1)
+    for e in range(3):
+        torch.testing.assert_close(vm.trajectory(e), lp.trajectory(e), rtol=1e-4, atol=1e-5)
+        assert vm.accuracy_curves[e] == pytest.approx(lp.accuracy_curves[e], abs=0.01)
+    assert not torch.equal(vm.trajectory(0), vm.trajectory(1))
+
+
+def test_functional_sgd_matches_torch_optim(digits, tmp_path):
+    """Momentum + weight decay + lr decay against torch.optim.SGD on the same data order (no augmentation)."""
+    cfg = get_expert_config(
+        "vanilla",
+        momentum=0.9,
+        weight_decay=5e-3,
+        batch_size=256,
+        augment="none",
+        lr_decay_factor=0.5,
+        lr_decay_epoch=1,
+    )
+    buf = _record(digits, tmp_path / "b", n=1, epochs=2, config=cfg, seed=3)
+    net = create_model(
+        "convnet", in_channels=1, num_classes=10, image_size=(8, 8), seed=derive_seed(3, 0, 0, "init"), **MODEL_KW
+    )
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-3)
+    order = torch.Generator().manual_seed(derive_seed(3, 0, 0, "order"))
+    n = digits.x_train.shape[0]
+    for epoch in range(2):
+        if epoch == 1:
+            opt.param_groups[0]["lr"] *= 0.5
+        perm = torch.randperm(n, generator=order)
+        for s in range(0, n, 256):
+            idx = perm[s : s + 256]
+            opt.zero_grad()
+            F.cross_entropy(net(digits.x_train[idx]), digits.y_train[idx]).backward()
+            opt.step()
+    ref = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+    torch.testing.assert_close(buf.snapshot(0, -1), ref, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Seeds, augmentation, snapshot plan
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_an_expert_owns_three_derived_seeds():
+    e = Expert.make(7, 4, 1)
+    assert e.seeds == {s: derive_seed(7, 4, 1, s) for s in ("init", "order", "aug")}
+    assert len(set(e.seeds.values())) == 3
+    ref = torch.Generator().manual_seed(derive_seed(7, 4, 1, "order"))
+    assert torch.equal(torch.randperm(50, generator=e.order_gen), torch.randperm(50, generator=ref))
+    assert Expert.make(7, 4, 2).seeds["init"] != e.seeds["init"]  # a retry draws fresh seeds
+
+
+def test_augment_experts_does_not_depend_on_the_group(digits):
+    """Each expert's DSA result is the same whether it is augmented alone or stacked with others."""
+    aug = get_augment("dsa_noflip")
+    x = digits.x_train[:24].reshape(3, 8, *digits.x_train.shape[1:])
+    together = augment_experts(aug, x, [torch.Generator().manual_seed(s) for s in (1, 2, 3)])
+    for i, s in enumerate((1, 2, 3)):
+        alone = augment_experts(aug, x[i : i + 1], [torch.Generator().manual_seed(s)])
+        torch.testing.assert_close(together[i], alone[0], rtol=1e-5, atol=1e-6)
+    assert augment_experts(get_augment("none"), x, []) is x
+
+
+def test_snapshot_plan():
+    assert snapshot_steps(2, 12, None) == [0, 12, 24]
+    assert snapshot_steps(2, 12, 5) == [0, 5, 10, 15, 20, 24]
+    assert snapshot_steps(1, 6, 3) == [0, 3, 6]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Running statistics, snapshot schedule, divergence
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["flat", "smooth"])  # GSAM's second pass and AST's penalty pass touch BN copies
+def test_batchnorm_models_train_in_a_loop(digits, tmp_path, kind):
+    cfg = get_expert_config(kind, batch_size=256, augment="dsa_noflip")
+    buf = record_experts(
+        digits, "convnet_bn", 2, 1, tmp_path, config=cfg, quiet=True, experts_at_once=2, model_kwargs=MODEL_KW
+    )
+    assert buf.num_experts == 2 and all(len(c) == 1 for c in buf.accuracy_curves.values())
+    assert torch.isfinite(buf.snapshot(1, -1)).all()
+
+
+def test_snapshots_every_k_steps(digits, tmp_path):
+    buf = _record(digits, tmp_path, n=1, epochs=2, save_every_steps=5)  # 12 steps per epoch at batch 128
+    assert buf.snapshot_steps == [0, 5, 10, 15, 20, 24]
+    assert buf.num_snapshots == 6 and len(buf.accuracy_curves[0]) == 2
+
+
+def test_diverged_expert_is_never_saved(digits, tmp_path):
+    cfg = get_expert_config("vanilla", lr_teacher=1e30, batch_size=256, augment="none", max_attempts=2)
+    with pytest.raises(DivergenceError, match=r"experts \[0\] diverged"):
+        _record(digits, tmp_path, n=1, epochs=2, config=cfg)
+    m = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    assert m["experts"][0]["status"] == "failed"
+    assert not (tmp_path / expert_filename(0)).exists()
