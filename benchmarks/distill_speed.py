@@ -49,10 +49,8 @@ from _common import (
     time_ms,
 )
 
+
 #: digits buffer of the test suite (tests/methods/conftest.py), the one the digits presets were tuned with
-DIGITS_BUFFER = dict(model="convnetd2", model_kwargs={"width": 32}, epochs=6, lr_teacher=0.05, batch_size=64)
-
-
 class _CpuPeak:
     """Peak RSS above a baseline, sampled every 2 ms by a thread (CPU has no allocator statistics).
 
@@ -83,13 +81,14 @@ class _CpuPeak:
 
 
 def _record_buffer(args, data, cfg, out: Path, device: torch.device) -> Path:
+    from condense.demo import demo_buffer
     from condense.expert_trajectories import get_expert_config, record_experts
 
-    kind = "vanilla" if args.method == "mtt" else "flat"
-    if args.dataset == "digits":
-        b = DIGITS_BUFFER
-        ecfg = get_expert_config(kind, lr_teacher=b["lr_teacher"], batch_size=b["batch_size"], augment="dsa_noflip")
-        model, kwargs, epochs = b["model"], b["model_kwargs"], b["epochs"]
+    spec = demo_buffer(args.method)
+    kind = spec["kind"]
+    if args.dataset == "digits":  # the buffer the digits presets were tuned on (condense run records the same)
+        ecfg = get_expert_config(kind, **spec["config"])
+        model, kwargs, epochs = spec["model"], spec["model_kwargs"], spec["epochs"]
     else:
         ecfg = get_expert_config(kind)
         model, kwargs, epochs = "convnet", {}, cfg.max_start_epoch + cfg.expert_epochs

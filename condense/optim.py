@@ -63,10 +63,20 @@ def sgd_(
     lr: float,
     momentum: float = 0.0,
     weight_decay: float = 0.0,
+    *,
+    fused: bool = True,
 ) -> None:
-    """In-place SGD step: ``buf`` (zeros before the first step) and ``p`` are updated; nothing is returned."""
+    """In-place SGD step: ``buf`` (zeros before the first step) and ``p`` are updated; nothing is returned.
+
+    ``fused=True`` subtracts with one ``p.sub_(b, alpha=lr)``; ``fused=False`` computes ``lr * b`` first, which rounds
+    differently in the last bits. DC and DM use the fused form, the trajectory matchers the other one: each keeps
+    the rounding its recorded results were measured with (``p`` may be a 0-d tensor such as MTT's learned alpha).
+    """
     d = g.add(p, alpha=weight_decay) if weight_decay else g
     if momentum:
         buf.mul_(momentum).add_(d)
         d = buf
-    p.sub_(d, alpha=lr)
+    if fused:
+        p.sub_(d, alpha=lr)
+    else:
+        p.sub_(lr * d)

@@ -6,7 +6,6 @@ buffers, flat parameters and tensors, so each one can be read and tested on its 
 
 - :func:`open_expert_buffer`, :func:`student_model`: open and validate a buffer, build the student it was recorded on;
 - :func:`minibatch_plan`: the N minibatches and augmentation draws of one student unroll;
-- :func:`sgd_inplace_`: the pixel / step-size / label update (``condense.optim.sgd`` written back in place);
 - :func:`expert_logits`, :func:`kmeans`, :func:`real_by_class`: helpers of the two special initializations
   :func:`init_correct` (DATM) and :func:`init_representative` (AST).
 
@@ -32,7 +31,6 @@ from torch.func import functional_call
 from condense.errors import ConfigError, MismatchError
 from condense.methods._unroll import StepPlan
 from condense.models.params import ParamLayout
-from condense.optim import sgd
 
 __all__ = [
     "expert_logits",
@@ -42,7 +40,6 @@ __all__ = [
     "minibatch_plan",
     "open_expert_buffer",
     "real_by_class",
-    "sgd_inplace_",
     "student_model",
 ]
 
@@ -161,23 +158,6 @@ def minibatch_plan(
         params = None if augment is None else augment.sample(images[idx], gen)
         plan.append(StepPlan(idx, params))
     return plan
-
-
-@torch.no_grad()
-def sgd_inplace_(p: torch.Tensor, buf: torch.Tensor, g: torch.Tensor, lr: float, momentum: float) -> None:
-    """One ``torch.optim.SGD`` step (dampening 0) on ``p`` and its momentum ``buf``, both updated in place.
-
-    This is :func:`condense.optim.sgd` written back into the state tensors. It is not ``optim.sgd_``: that one
-    computes ``p - lr * b`` as one fused ``sub_(b, alpha=lr)``, which rounds differently from the separate multiply
-    the trajectory matchers have always used, and the README's digits results are reproduced bit for bit this way.
-
-    Shape:
-        p, buf, g: the same shape (images (N, C, H, W), alpha (), logits (N, K)).
-    """
-    new_p, new_buf = sgd(p, g, buf, lr, momentum)
-    p.copy_(new_p)
-    if new_buf is not None:
-        buf.copy_(new_buf)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -37,10 +37,11 @@ import torch
 
 from condense.config import check_range, preset
 from condense.errors import ConfigError
-from condense.methods._trajectory import expert_logits, init_correct, sgd_inplace_
+from condense.methods._trajectory import expert_logits, init_correct
 from condense.methods._unroll import MetaGrad
 from condense.methods.base import MatchState, RunContext, register_method
 from condense.methods.mtt import DIGITS_PRESET, MTT, MTTConfig
+from condense.optim import sgd_
 
 __all__ = ["DATM", "DATMConfig", "PRESETS"]
 
@@ -347,5 +348,5 @@ class DATM(MTT):
         super().update(state, mg)
         if mg.labels is not None:
             t = state.tensors
-            sgd_inplace_(t["labels"], t["mom_labels"], mg.labels, cfg.lr_y, cfg.momentum_y)
+            sgd_(t["labels"], t["mom_labels"], mg.labels, cfg.lr_y, cfg.momentum_y, fused=False)
         return True

@@ -60,9 +60,10 @@ import torch
 
 from condense.config import check_choice, check_range, preset
 from condense.errors import ConfigError
-from condense.methods._trajectory import minibatch_plan, open_expert_buffer, sgd_inplace_, student_model
+from condense.methods._trajectory import minibatch_plan, open_expert_buffer, student_model
 from condense.methods._unroll import MODES, MatchTarget, MetaGrad, meta_gradient
 from condense.methods.base import Matcher, MatchState, RunContext, register_method
+from condense.optim import sgd_
 
 __all__ = ["DIGITS_PRESET", "EXPERT_KINDS", "MTT", "MTTConfig", "PRESETS"]
 
@@ -402,8 +403,8 @@ class MTT(Matcher):
             Whether the update was applied (always for MTT; DATM skips some).
         """
         cfg, t = state.runtime["cfg"], state.tensors
-        sgd_inplace_(t["images"], t["mom_images"], mg.images, float(state.scalars["lr_img"]), cfg.momentum_img)
-        sgd_inplace_(t["lr"], t["mom_lr"], mg.lr, cfg.lr_lr, cfg.momentum_lr)
+        sgd_(t["images"], t["mom_images"], mg.images, float(state.scalars["lr_img"]), cfg.momentum_img, fused=False)
+        sgd_(t["lr"], t["mom_lr"], mg.lr, cfg.lr_lr, cfg.momentum_lr, fused=False)
         with torch.no_grad():
             t["lr"].clamp_(min=cfg.lr_min)
         return True

@@ -1,16 +1,7 @@
-"""Model registry and the one entry point, :func:`create_model`.
+"""Models: the ConvNet family, small nets, ResNets and GNNs, built by name through one registry.
 
-Every model maps images to logits with ``forward(x) -> (N, num_classes)`` and to penultimate features with
-``embed(x) -> (N, D)``; ``model.num_features`` is D. Builders are keyword-only functions registered with
-``@register_model("name")``; variants are separate builders that fill an args dict (timm style). Names with the
-``timm:`` prefix resolve through timm (``timm:resnet18``), sized for small images.
-
-Example:
-    >>> import torch
-    >>> from condense.models import create_model
-    >>> net = create_model("convnet", in_channels=1, num_classes=10, image_size=(8, 8), seed=0)
-    >>> net(torch.zeros(2, 1, 8, 8)).shape, net.embed(torch.zeros(2, 1, 8, 8)).shape
-    (torch.Size([2, 10]), torch.Size([2, 128]))
+``create_model(name, in_channels=, num_classes=, image_size=, seed=)`` is the one entry point (see
+:mod:`condense.models.registry`); importing this package registers every built-in model.
 """
 
 from __future__ import annotations
