@@ -2,7 +2,12 @@
 
 Every subcommand maps to a library call; ``--json`` prints one JSON object as the last stdout line with
 accuracies as fractions in [0, 1]. A :class:`~condense.errors.CondenseError` (a user mistake: unknown name,
-missing data, bad file) becomes one line on stderr and exit code 2.
+missing data, bad file) becomes one line on stderr and exit code 2; so does a flag argparse refuses (the usage
+block is left out: the line names the flag and points at ``--help``).
+
+Flags are checked before any data is loaded or anything computed: every ``--out`` (an existing file is replaced
+only with ``--force``, a folder where a file goes is refused, an artifact name is ``NAME.safetensors`` or ``NAME``),
+``--buffer``, ``--work-dir``, ``--device``, ``--models``, ``--protocol`` and the counts.
 """
 
 from __future__ import annotations
@@ -10,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from condense._version import __version__
-from condense.errors import CondenseError, ConfigError
+from condense.errors import CondenseError, ConfigError, DataNotFoundError, OutputExistsError
 
 logger = logging.getLogger("condense")
 
@@ -31,25 +37,46 @@ EPILOG = """examples:
 """
 
 
-def _models_arg(text: str | None) -> list[str] | None:
-    return [m.strip() for m in text.split(",") if m.strip()] if text else None
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``condense distill: error: argument --ipc: ...; see '... --help'``)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+def _models_arg(text: str) -> list[str]:
+    names = [m.strip() for m in text.split(",")]
+    if not names or not all(names):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated model names such as 'convnet,resnet18', got {text!r}"
+        )
+    return names
+
+
+def _int_at_least(lo: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
+        return v
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive integer")
+_every = _int_at_least(0, "an integer >= 0 (0 means never)")
+_seed = _int_at_least(0, "an integer >= 0")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("common options")
     g.add_argument("--data-root", default=None, help="folder holding datasets (default ./data)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    g.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    g.add_argument("--seed", type=_seed, default=0, help="seed of every random choice (default 0)")
     g.add_argument("--quiet", action="store_true", help="no progress bars or log messages")
     g.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch (default: torch's)")
 
@@ -57,6 +84,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _eval_opts(p: argparse.ArgumentParser, seeds: int = 5, epochs: int | None = None) -> None:
     p.add_argument(
         "--models",
+        type=_models_arg,
         default=None,
         help="comma-separated evaluation models (default: convnet; gcn for graph datasets, also gin, gat)",
     )
@@ -79,7 +107,7 @@ def _eval_opts(p: argparse.ArgumentParser, seeds: int = 5, epochs: int | None = 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree (exposed for docs and tests)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="condense",
         description="Dataset distillation: condense a training set into a few synthetic images (or graphs) per "
         "class, evaluate them with one shared protocol, and export them for other training code.",
@@ -107,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="mtt", help="method (default mtt; 'condense methods' lists them)")
     p.add_argument("--ipc", type=_positive_int, default=10, help="images per class (default 10)")
     p.add_argument("--out", default="condense_runs", help="output folder (default ./condense_runs)")
+    p.add_argument("--force", action="store_true", help="replace an artifact of the same name in --out")
     p.add_argument(
         "--iterations", type=_positive_int, default=None, help="distillation iterations (--set num_iterations=K)"
     )
@@ -132,7 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model-arg", action="append", default=[], metavar="KEY=VALUE", help="model builder argument, e.g. width=32"
     )
-    p.add_argument("--out", required=True, help="buffer directory")
+    p.add_argument(
+        "--checkpoint-every-epochs",
+        type=_every,
+        default=1,
+        help="epochs between checkpoints inside an expert, so a kill loses at most this much (1; 0: never)",
+    )
+    p.add_argument("--out", required=True, help="buffer folder (an existing one is resumed)")
     _common(p)
 
     p = sub.add_parser(
@@ -154,9 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--zca", action="store_true", help="ZCA-whiten the data (eps 0.1)")
     p.add_argument("--work-dir", default=None, help="checkpoints + JSONL log here (default: beside --out)")
-    p.add_argument("--checkpoint-every", type=int, default=100, help="iterations between checkpoints (100)")
-    p.add_argument("--eval-every", type=int, default=0, help="iterations between monitoring evaluations (0)")
-    p.add_argument("--out", required=True, help="artifact path (.safetensors)")
+    p.add_argument(
+        "--checkpoint-every", type=_every, default=100, help="iterations between checkpoints (100; 0: never)"
+    )
+    p.add_argument("--eval-every", type=_every, default=0, help="iterations between monitoring evaluations (0: never)")
+    p.add_argument(
+        "--out", required=True, help="artifact NAME.safetensors or NAME; writes NAME.safetensors + NAME.json"
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing artifact at --out")
+    p.add_argument(
+        "--restart", action="store_true", help="discard the checkpoint and log in the work folder and start over"
+    )
     _common(p)
 
     p = sub.add_parser("eval", help="evaluate a synthetic set", description="Score a synthetic set.")
@@ -180,11 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="write a PNG grid of a synthetic set")
     p.add_argument("path")
     p.add_argument("--out", required=True, help="PNG path")
+    p.add_argument("--force", action="store_true", help="replace an existing file at --out")
 
     p = sub.add_parser("export", help="export a synthetic set as an ImageFolder of PNGs or one .npz")
     p.add_argument("path")
     p.add_argument("--format", choices=["imagefolder", "npz"], default="imagefolder")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="a folder (imagefolder; npz: NAME.npz inside), or a file NAME.npz")
+    p.add_argument("--force", action="store_true", help="replace existing files at --out")
     return parser
 
 
@@ -203,6 +248,79 @@ def _device(name: str | None) -> str:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device '{name}' requested but CUDA is not available; use --device cpu")
     return str(dev)
+
+
+def _refuse_existing(path: Path, force: bool) -> None:
+    """One line unless ``path`` is free: a folder is always refused, a file unless ``force``."""
+    if path.is_dir():
+        raise OutputExistsError(f"--out: '{path}' is a folder where a file goes; pass a file name")
+    if path.exists() and not force:
+        raise OutputExistsError(f"--out: '{path}' exists; pass --force to replace it, or choose another --out")
+
+
+def _artifact_paths(out: str, force: bool) -> tuple[Path, Path]:
+    """The two files an artifact ``--out`` writes (``NAME.safetensors``, ``NAME.json``), checked before any work."""
+    p = Path(out)
+    if p.is_dir() or out.endswith(("/", "\\")):
+        raise OutputExistsError(
+            f"--out: '{out}' is a folder; pass an artifact name such as '{p / 'distilled.safetensors'}'"
+        )
+    if p.suffix not in ("", ".safetensors"):
+        raise ConfigError(
+            f"--out: '{out}' ends in '{p.suffix}'; an artifact is written as NAME.safetensors + NAME.json, so pass "
+            f"'{p.with_suffix('.safetensors')}' or '{p.with_suffix('')}'"
+        )
+    tensors = p if p.suffix == ".safetensors" else p.with_name(p.name + ".safetensors")
+    pair = (tensors, tensors.with_suffix(".json"))
+    for q in pair:
+        _refuse_existing(q, force)
+    return pair
+
+
+def _folder_arg(flag: str, path: str | Path, expected: str) -> Path:
+    """``path`` unless it is a file where a folder is expected."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{flag} '{p}' is a file; expected {expected}")
+    return p
+
+
+def _buffer_arg(path: str) -> Path:
+    p = _folder_arg("--buffer", path, "a buffer folder holding manifest.json")
+    if not (p / "manifest.json").is_file():
+        what = "has no manifest.json" if p.is_dir() else "does not exist"
+        raise DataNotFoundError(
+            f"--buffer '{p}' {what}; expected a buffer folder holding manifest.json (record one with "
+            "'condense experts ... --out DIR')"
+        )
+    return p
+
+
+def _artifact_arg(path: str) -> str:
+    if Path(path).is_dir():
+        raise ConfigError(f"'{path}' is a folder; expected an artifact file (NAME.safetensors or its NAME.json)")
+    return path
+
+
+def _check_eval_args(args: argparse.Namespace) -> str:
+    """Device, protocol and model names of an evaluating command, before any data is loaded; returns the device."""
+    from condense.eval.protocol import get_protocol
+
+    device = _device(args.device)
+    if args.protocol is not None:
+        get_protocol(args.protocol)
+    for name in args.models or ():
+        _check_model_name(name)
+    return device
+
+
+def _check_model_name(name: str) -> None:
+    from condense.models.gnn import GNNS
+    from condense.models.registry import MODELS, TIMM_PREFIX
+
+    if name.startswith(TIMM_PREFIX) or name in GNNS.list():
+        return
+    MODELS.get(name)  # an unknown name raises with a did-you-mean
 
 
 def _load(args: argparse.Namespace):
@@ -230,7 +348,7 @@ def _acc_lines(row: dict[str, Any], label: str) -> list[str]:
 
 def _eval_kwargs(args: argparse.Namespace, device: str) -> dict[str, Any]:
     return {
-        "models": _models_arg(args.models),
+        "models": args.models,
         "seeds": args.seeds,
         "epochs": args.epochs,
         "protocol": args.protocol,
@@ -274,6 +392,8 @@ def cmd_experts(args: argparse.Namespace) -> int:
     from condense.config import parse_overrides
     from condense.expert_trajectories import get_expert_config, record_experts
 
+    out = _folder_arg("--out", args.out, "a buffer folder (a new one, or one to resume)")
+    device = _device(args.device)
     base = get_expert_config(args.kind)
     config = get_expert_config(args.kind, **parse_overrides(type(base), args.set))
     model_kwargs = {}
@@ -286,20 +406,22 @@ def cmd_experts(args: argparse.Namespace) -> int:
         except json.JSONDecodeError:
             model_kwargs[key.strip()] = raw
     data = _load(args)
+    _probe_model(args.model, data, model_kwargs)
     t0 = time.perf_counter()
     buf = record_experts(
         data,
         args.model,
         args.experts,
         args.epochs,
-        Path(args.out),
+        out,
         kind=args.kind,
         config=config,
         model_kwargs=model_kwargs or None,
         seed=args.seed,
-        device=_device(args.device),
+        device=device,
         quiet=args.quiet,
         experts_at_once=args.at_once,
+        checkpoint_every_epochs=args.checkpoint_every_epochs,
     )
     curves = buf.accuracy_curves
     finals = [c[-1] for c in curves.values() if c]
@@ -311,6 +433,16 @@ def cmd_experts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe_model(name: str, data: Any, model_kwargs: dict[str, Any]) -> None:
+    """Build ``name`` once with the ``--model-arg`` options, so a wrong option is one line before any training."""
+    from condense.models import create_model_for
+
+    try:
+        create_model_for(name, data, seed=0, **model_kwargs)
+    except TypeError as e:  # the builder refused a keyword: a user mistake in --model-arg
+        raise ConfigError(f"--model-arg refused by model '{name}': {e}") from None
+
+
 def _overrides(args: argparse.Namespace, method: str) -> dict[str, Any]:
     """``--set key=value`` items (and ``--iterations K``, shorthand for ``--set num_iterations=K``) parsed by the
     method's config field types; an unknown field is refused with the fields the config has."""
@@ -320,21 +452,30 @@ def _overrides(args: argparse.Namespace, method: str) -> dict[str, Any]:
     items = list(getattr(args, "set", None) or [])
     if getattr(args, "iterations", None) is not None:
         items.append(f"num_iterations={args.iterations}")
-    return parse_overrides(get_method(method).Config, items)
+    values = parse_overrides(get_method(method).Config, items)
+    for key, value in values.items():
+        if any(
+            isinstance(v, float) and math.isnan(v) for v in (value if isinstance(value, (tuple, list)) else [value])
+        ):
+            raise ConfigError(f"--set {key}={value!r}: nan is not a value; pass a number")
+    return values
 
 
-def _distill(args: argparse.Namespace, data, method: str, ipc: int, out_dir: Path | None, buffer: str | None):
+def _distill(
+    args: argparse.Namespace, data, method: str, ipc: int, out_dir: Path | None, buffer: Path | None, device: str
+):
     import torch
 
     from condense.methods import RunContext, distill
 
     run = RunContext(
-        device=_device(args.device),
+        device=device,
         out_dir=out_dir,
         checkpoint_every=getattr(args, "checkpoint_every", 0),
         eval_every=getattr(args, "eval_every", 0),
         quiet=args.quiet,
-        buffer=Path(buffer) if buffer else None,
+        buffer=buffer,
+        restart=getattr(args, "restart", False),
     )
     gen = torch.Generator().manual_seed(args.seed)
     overrides = _overrides(args, method)
@@ -350,17 +491,23 @@ def cmd_distill(args: argparse.Namespace) -> int:
             f"method '{args.method}' matches expert trajectories: pass --buffer DIR (record one with "
             "'condense experts ...')"
         )
+    tensors, sidecar = _artifact_paths(args.out, args.force)
+    default_work = tensors.with_name(tensors.stem + "_work")
+    work = _folder_arg("--work-dir", args.work_dir or default_work, "a folder for checkpoints and the log")
+    buffer = _buffer_arg(args.buffer) if args.buffer else None
+    device = _device(args.device)
+    overrides = _overrides(args, args.method)  # a bad --set is refused before the data is loaded
+    if args.preset is not None:
+        method.resolve_config(args.preset, overrides)
     data = _load(args)
-    out = Path(args.out)
-    work = Path(args.work_dir) if args.work_dir else out.with_name(out.stem + "_work")
     t0 = time.perf_counter()
-    syn = _distill(args, data, args.method, args.ipc, work, args.buffer)
-    path = syn.save(out)
-    if not args.quiet:
-        print(
-            f"saved {len(syn)} items ({args.method}, {args.dataset}, ipc {args.ipc}) to {path} "
-            f"in {time.perf_counter() - t0:.1f}s"
-        )
+    syn = _distill(args, data, args.method, args.ipc, work, buffer, device)
+    _artifact_paths(str(tensors), args.force)  # another process may have written it meanwhile
+    path = syn.save(tensors)
+    print(
+        f"saved {len(syn)} items ({args.method}, {args.dataset}, ipc {args.ipc}) to {path} and "
+        f"{sidecar} in {time.perf_counter() - t0:.1f}s"
+    )
     return 0
 
 
@@ -368,9 +515,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from condense.eval import evaluate
     from condense.synthetic import SyntheticSet
 
-    syn = SyntheticSet.load(args.path)
+    device = _check_eval_args(args)
+    syn = SyntheticSet.load(_artifact_arg(args.path))
     data = _load(args)
-    row = evaluate(syn, data, **_eval_kwargs(args, _device(args.device)))
+    row = evaluate(syn, data, **_eval_kwargs(args, device))
     row.setdefault("dataset", args.dataset)
     row.setdefault("ipc", syn.ipc)
     _print_result(args, row, _acc_lines(row, f"{syn.method} ipc {syn.ipc}"))
@@ -382,8 +530,9 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
     if args.baseline is None:
         raise ConfigError("choose a baseline: 'condense baseline random ...' or 'condense baseline full ...'")
+    device = _check_eval_args(args)
     data = _load(args)
-    kw = _eval_kwargs(args, _device(args.device))
+    kw = _eval_kwargs(args, device)
     row = random_real_baseline(data, args.ipc, **kw) if args.baseline == "random" else full_data_baseline(data, **kw)
     row.setdefault("dataset", args.dataset)
     row.setdefault("ipc", getattr(args, "ipc", None))
@@ -393,8 +542,11 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from condense.demo import run_demo
+    from condense.methods import get_method
 
-    device = _device(args.device)
+    out = _folder_arg("--out", args.out, "an output folder")
+    device = _check_eval_args(args)
+    get_method(args.method)
     if args.threads is None and device == "cpu" and args.dataset == "digits":
         # The demo's tensors are tiny: one thread avoids OpenMP oversubscription, which on a busy 2-core machine
         # made the demo 7x slower (330 s with 2 threads vs 48 s with 1, measured while another job ran).
@@ -402,7 +554,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(1)
     method = args.method
+    overrides = _overrides(args, method)
     data = _load(args)
+    artifact, sidecar = _artifact_paths(str(out / f"{data.name}_{method}_ipc{args.ipc}.safetensors"), args.force)
     kw = _eval_kwargs(args, device)
     res = run_demo(
         data,
@@ -415,7 +569,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         protocol=kw["protocol"],
         experts=args.experts,
         expert_epochs=args.expert_epochs,
-        overrides=_overrides(args, method),
+        overrides=overrides,
         seed=args.seed,
         device=device,
         quiet=args.quiet,
@@ -424,7 +578,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     lines = [
         *(f"distilled ({method}) {m}: {_pct(a)}" for m, a in res["distilled"].items()),
         *(f"random real     {m}: {_pct(a)}" for m, a in res["random"].items()),
-        f"artifact: {res['artifact']}  ({res['seconds']:.0f}s)",
+        f"artifact: {res['artifact']} and {sidecar}  ({res['seconds']:.0f}s)",
     ]
     _print_result(args, res, lines)
     return 0
@@ -433,7 +587,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from condense.synthetic import SyntheticSet
 
-    out = SyntheticSet.load(args.path).grid(args.out)
+    _refuse_existing(Path(args.out), args.force)
+    out = SyntheticSet.load(_artifact_arg(args.path)).grid(args.out)
     print(f"wrote {out}")
     return 0
 
@@ -441,8 +596,22 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from condense.synthetic import SyntheticSet
 
-    out = SyntheticSet.load(args.path).export(args.out, format=args.format)
-    print(f"exported to {out}")
+    out = Path(args.out)
+    to_file = args.format == "npz" and out.suffix == ".npz"
+    if to_file:
+        _refuse_existing(out, args.force)
+    else:
+        _folder_arg("--out", out, f"a folder ({args.format}), or a file NAME.npz with --format npz")
+    syn = SyntheticSet.load(_artifact_arg(args.path))
+    if args.format == "npz" and not to_file:
+        _refuse_existing(out / f"{syn.dataset}_{syn.method}_ipc{syn.ipc}.npz", args.force)
+    elif args.format == "imagefolder" and out.is_dir() and any(out.iterdir()) and not args.force:
+        raise OutputExistsError(
+            f"--out: folder '{out}' is not empty; pass --force to write the PNGs into it (files of the same name are "
+            "replaced), or choose another --out"
+        )
+    path = syn.export(out, format=args.format)
+    print(f"exported {len(syn)} images to {path}")
     return 0
 
 

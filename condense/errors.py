@@ -9,12 +9,15 @@ from __future__ import annotations
 __all__ = [
     "CondenseError",
     "ConfigError",
+    "ArgumentTypeError",
     "DataNotFoundError",
+    "OutputExistsError",
     "DataFormatError",
     "IntegrityError",
     "UnknownNameError",
     "MismatchError",
     "DivergenceError",
+    "LockedError",
 ]
 
 
@@ -26,6 +29,16 @@ class ConfigError(CondenseError, ValueError):
     """A configuration value is out of range, of the wrong type or unknown."""
 
 
+class ArgumentTypeError(ConfigError, TypeError):
+    """An argument of a public function is of the wrong type (``ipc="3"``, ``generator="cpu"``, a tensor where a
+    dataset is expected).
+
+    It is a :class:`ConfigError` (so ``except ConfigError`` still catches every bad argument) and a ``TypeError``
+    (what Python itself raises for a wrong type), as numpy's ``AxisError`` is both a ``ValueError`` and an
+    ``IndexError``.
+    """
+
+
 class UnknownNameError(CondenseError, KeyError):
     """A registry lookup failed (unknown dataset, model, method, preset)."""
 
@@ -35,6 +48,10 @@ class UnknownNameError(CondenseError, KeyError):
 
 class DataNotFoundError(CondenseError, FileNotFoundError):
     """Expected files are absent; the message names the path and the accepted layouts."""
+
+
+class OutputExistsError(CondenseError, FileExistsError):
+    """An output path already holds a file (or a folder where a file goes); the CLI replaces it only with --force."""
 
 
 class DataFormatError(CondenseError, ValueError):
@@ -51,3 +68,7 @@ class MismatchError(CondenseError, ValueError):
 
 class DivergenceError(CondenseError, RuntimeError):
     """Optimization produced non-finite values and could not be recovered."""
+
+
+class LockedError(CondenseError, RuntimeError):
+    """Another process holds the lock of a work folder; the message names the folder and the holder's PID."""

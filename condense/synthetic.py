@@ -8,8 +8,11 @@ Layout on disk for ``path = "cifar10_mtt_ipc10.safetensors"``:
 - ``cifar10_mtt_ipc10.json``: format version, kind, method, dataset, IPC, classes, label kind, learned lr,
   preprocessing, resolved config, provenance, per-tensor shapes/dtypes and the sha256 of the tensor file.
 
-Both are written atomically (temp file + rename), the tensor file first. Loading checks the version, the
-checksum and every recorded shape and dtype; anything else is refused with :class:`IntegrityError`.
+Both are written atomically (temp file + rename), the tensor file first. The sidecar is sealed
+(:func:`condense.io.seal`: ``meta_sha256`` over every field, ``field_sha256`` per field), so an edited ``lr``,
+``preprocessing``, ``ipc``, ``method``, ``dataset`` or ``kind`` is refused naming the field, and it records the
+tensor file's sha256, so the seal covers the tensors too. Loading checks the version, the seal, every field's type,
+the checksum and every recorded shape and dtype; anything else is refused with :class:`IntegrityError`.
 
 Example:
     >>> from condense import SyntheticSet
@@ -26,14 +29,43 @@ from typing import Any
 import torch
 
 from condense.errors import DataNotFoundError, IntegrityError, MismatchError
-from condense.io import check_stamp, load_tensors, read_json, save_tensors, stamp, write_json_atomic
+from condense.io import (
+    check_fields,
+    check_seal,
+    check_stamp,
+    load_tensors,
+    read_json,
+    save_tensors,
+    seal,
+    stamp,
+    write_json_atomic,
+)
 
 __all__ = ["SyntheticSet", "FORMAT_VERSION", "sidecar_path"]
 
 FORMAT = "condense.SyntheticSet"
 #: 2: the shared stamp (``format_version`` and top-level ``provenance``), as buffers and checkpoints.
-FORMAT_VERSION = 2
+#: 3: the sidecar is sealed (``meta_sha256`` and ``field_sha256``, :func:`condense.io.seal`).
+FORMAT_VERSION = 3
 _KINDS = ("images", "graph_summary")
+#: The type of every sidecar field (:func:`condense.io.check_fields`), checked before a save and after a load.
+_SIDECAR_FIELDS: dict[str, Any] = {
+    "format": str,
+    "format_version": int,
+    "provenance": dict,
+    "kind": str,
+    "method": str,
+    "dataset": str,
+    "ipc": int,
+    "classes": list[str],
+    "label_kind": str,
+    "lr": float | None,
+    "preprocessing": dict,
+    "config": dict,
+    "meta": dict,
+    "tensors": dict[str, dict],
+    "sha256": str,
+}
 _ZCA_KEYS = ("zca_mean", "zca_matrix", "zca_inverse")
 
 
@@ -159,7 +191,6 @@ class SyntheticSet:
         """Write ``<path>.safetensors`` + ``<path>.json`` atomically; returns the tensor file's path."""
         tpath = _tensor_path(path)
         tensors = self._all_tensors()
-        digest = save_tensors(tpath, tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
         meta = {
             **stamp(FORMAT, FORMAT_VERSION),
             "kind": self.kind,
@@ -175,9 +206,18 @@ class SyntheticSet:
             "tensors": {
                 k: {"shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")} for k, v in tensors.items()
             },
-            "sha256": digest,
         }
-        write_json_atomic(sidecar_path(tpath), meta)
+        # refuse a value that would make the file unloadable (ipc "3", classes of ints) before anything is written
+        check_fields(
+            meta,
+            {k: v for k, v in _SIDECAR_FIELDS.items() if k != "sha256"},
+            sidecar_path(tpath),
+            hint="pass values of that type to SyntheticSet",
+        )
+        meta["sha256"] = save_tensors(
+            tpath, tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)}
+        )
+        write_json_atomic(sidecar_path(tpath), seal(meta))
         return tpath
 
     @classmethod
@@ -186,7 +226,9 @@ class SyntheticSet:
 
         Raises:
             DataNotFoundError: either file is missing.
-            IntegrityError: version, checksum, shapes or dtypes differ from the sidecar.
+            IntegrityError: the sidecar is of another version, was edited after it was written (the message names
+                the field), holds a field of the wrong type, or the tensor file's checksum, shapes or dtypes differ
+                from it.
         """
         tpath = _tensor_path(path)
         spath = sidecar_path(tpath)
@@ -199,39 +241,52 @@ class SyntheticSet:
         if not isinstance(meta, dict):
             raise IntegrityError(f"'{spath}' is not a condense SyntheticSet sidecar")
         check_stamp(meta, FORMAT, FORMAT_VERSION, spath)
-        try:
-            tensors = load_tensors(tpath, expected_sha256=meta["sha256"])
-            recorded = meta["tensors"]
-            if set(recorded) != set(tensors):
-                raise IntegrityError(f"'{tpath}' holds tensors {sorted(tensors)}, sidecar lists {sorted(recorded)}")
-            for k, spec in recorded.items():
-                t = tensors[k]
-                if list(t.shape) != spec["shape"] or str(t.dtype).replace("torch.", "") != spec["dtype"]:
-                    raise IntegrityError(
-                        f"tensor '{k}' in '{tpath}' is {t.dtype} {tuple(t.shape)}, sidecar says {spec['dtype']} "
-                        f"{tuple(spec['shape'])}"
-                    )
-            images = tensors.pop("images", None)
-            labels = tensors.pop("labels")
-            syn = cls(
-                images=None if images is None else images.to(map_location),
-                labels=labels.to(map_location),
-                classes=list(meta["classes"]),
-                method=str(meta["method"]),
-                dataset=str(meta["dataset"]),
-                ipc=int(meta["ipc"]),
-                lr=meta["lr"],
-                preprocessing=dict(meta["preprocessing"]),
-                tensors={k: v.to(map_location) for k, v in tensors.items()},
-                config=dict(meta["config"]),
-                meta=dict(meta["meta"]),
-                kind=str(meta["kind"]),
-                provenance=dict(meta.get("provenance") or {}),
-            )
-        except KeyError as e:
+        check_seal(meta, spath)
+        check_fields(meta, _SIDECAR_FIELDS, spath)
+        recorded = meta["tensors"]
+        for k, spec in recorded.items():
+            shape, dtype = spec.get("shape"), spec.get("dtype")
+            dims_ok = isinstance(shape, list) and all(type(d) is int for d in shape)  # bool is not a dimension
+            if not (dims_ok and isinstance(dtype, str)):
+                raise IntegrityError(
+                    f"'{spath}': field 'tensors' describes '{k}' as {str(spec)[:60]}, expected "
+                    '{"shape": [int, ...], "dtype": str}; the file cannot be trusted: re-create it'
+                )
+        tensors = load_tensors(tpath, expected_sha256=meta["sha256"])
+        if set(recorded) != set(tensors):
+            raise IntegrityError(f"'{tpath}' holds tensors {sorted(tensors)}, sidecar lists {sorted(recorded)}")
+        for k, spec in recorded.items():
+            t = tensors[k]
+            if list(t.shape) != spec["shape"] or str(t.dtype).replace("torch.", "") != spec["dtype"]:
+                raise IntegrityError(
+                    f"tensor '{k}' in '{tpath}' is {t.dtype} {tuple(t.shape)}, sidecar says {spec['dtype']} "
+                    f"{tuple(spec['shape'])}"
+                )
+        if "labels" not in tensors:
+            raise IntegrityError(f"'{tpath}' holds no 'labels' tensor; the artifact is incomplete: re-create it")
+        images = tensors.pop("images", None)
+        labels = tensors.pop("labels")
+        label_kind = "soft" if labels.ndim == 2 else "hard"
+        if meta["label_kind"] != label_kind:
             raise IntegrityError(
-                f"'{spath}' lacks the field {e}; the sidecar is incomplete or from another tool"
-            ) from e
+                f"'{spath}': field 'label_kind' says {meta['label_kind']!r}, the labels are {label_kind}; "
+                "the file cannot be trusted: re-create it"
+            )
+        syn = cls(
+            images=None if images is None else images.to(map_location),
+            labels=labels.to(map_location),
+            classes=list(meta["classes"]),
+            method=meta["method"],
+            dataset=meta["dataset"],
+            ipc=meta["ipc"],
+            lr=meta["lr"],
+            preprocessing=dict(meta["preprocessing"]),
+            tensors={k: v.to(map_location) for k, v in tensors.items()},
+            config=dict(meta["config"]),
+            meta=dict(meta["meta"]),
+            kind=meta["kind"],
+            provenance=dict(meta["provenance"]),
+        )
         return syn
 
     @classmethod

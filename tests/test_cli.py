@@ -5,16 +5,134 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
+import condense.data
 from condense.cli import main
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse refuses a flag by exiting
+        code = e.code
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """A plain file, an empty folder and a small artifact the bad-flag cases point at."""
+    root = tmp_path_factory.mktemp("cli")
+    (root / "file.txt").write_text("keep")
+    (root / "folder").mkdir()
+    art = root / "rr.safetensors"
+    assert main(["distill", "--method", "random_real", "--dataset", "digits", "--ipc", "1", "--out", str(art)]) == 0
+    return {"root": root, "file": root / "file.txt", "folder": root / "folder", "art": art}
+
+
+def _distill(*extra: str) -> list[str]:
+    return ["distill", "--method", "dm", "--dataset", "digits", "--ipc", "1", "--iterations", "1", *extra]
+
+
+def _eval(*extra: str) -> list[str]:
+    return ["eval", "{art}", "--dataset", "digits", "--seeds", "1", "--epochs", "1", *extra]
+
+
+def _baseline(kind: str, *extra: str) -> list[str]:
+    return ["baseline", kind, "--dataset", "digits", "--seeds", "1", "--epochs", "1", *extra]
+
+
+def _experts(*extra: str) -> list[str]:
+    return ["experts", "--dataset", "digits", "--experts", "1", "--epochs", "1", *extra]
+
+
+def _demo(*extra: str) -> list[str]:
+    return ["run", "--method", "random_real", "--seeds", "1", "--epochs", "1", *extra]
+
+
+#: (argv, what the one stderr line must say); "{file}", "{folder}", "{art}", "{root}" name the fixture's paths.
+BAD_FLAGS = [
+    (_distill("--checkpoint-every", "-5", "--out", "{root}/o"), "--checkpoint-every: expected an integer >= 0"),
+    (_distill("--eval-every", "-1", "--out", "{root}/o"), "--eval-every: expected an integer >= 0 (0 means never)"),
+    (_distill("--checkpoint-every", "x", "--out", "{root}/o"), "--checkpoint-every"),
+    (["distill", "--method", "random_real", "--dataset", "digits", "--ipc", "0", "--out", "x"], "--ipc"),
+    (["distill", "--method", "random_real", "--dataset", "digits", "--ipc", "1.5", "--out", "x"], "'1.5'"),
+    (["distill", "--method", "random_real", "--dataset", "digits", "--ipc", "1000000000", "--out", "{root}/o"], "139"),
+    (["distill", "--method", "random_real", "--dataset", "digits", "--ipc", "200", "--out", "{root}/o"], "ipc <= 139"),
+    (
+        ["distill", "--method", "mtt", "--dataset", "digits", "--ipc", "1", "--buffer", "{file}", "--out", "{root}/o"],
+        "expected a buffer folder holding manifest.json",
+    ),
+    (
+        [
+            "distill",
+            "--method",
+            "mtt",
+            "--dataset",
+            "digits",
+            "--ipc",
+            "1",
+            "--buffer",
+            "{folder}",
+            "--out",
+            "{root}/o",
+        ],
+        "has no manifest.json",
+    ),
+    (_distill("--preset", "nope", "--out", "{root}/o"), "unknown preset 'nope'"),
+    (_distill("--set", "lr_img=abc", "--out", "{root}/o"), "cannot parse lr_img='abc'"),
+    (_distill("--set", "lr_img=-1", "--out", "{root}/o"), "out of range"),
+    (_distill("--set", "lr_img", "--out", "{root}/o"), "key=value"),
+    (_distill("--set", "lr_imgg=1", "--out", "{root}/o"), "did you mean 'lr_img'"),
+    (_distill("--set", "lr_img=nan", "--out", "{root}/o"), "nan"),
+    (_distill("--device", "tpu9", "--out", "{root}/o"), "unknown device 'tpu9'"),
+    (_distill("--threads", "0", "--out", "{root}/o"), "--threads: expected a positive integer"),
+    (_distill("--threads", "x", "--out", "{root}/o"), "--threads"),
+    (_distill("--seed", "-1", "--out", "{root}/o"), "--seed: expected an integer >= 0"),
+    (_distill("--iterations", "0", "--out", "{root}/o"), "--iterations"),
+    (_distill("--work-dir", "{file}", "--out", "{root}/o"), "is a file; expected a folder"),
+    (_distill("--out", "{art}"), "pass --force"),
+    (_distill("--out", "{folder}"), "is a folder"),
+    (_distill("--out", "{root}/x.json"), "NAME.safetensors + NAME.json"),
+    (_distill("--out", "{root}/x.png"), "ends in '.png'"),
+    (_distill("--out", "{root}/o", "--bogus"), "unrecognized arguments: --bogus"),
+    (["distill", "--dataset", "digits", "--ipc", "1", "--out", "x"], "required: --method"),
+    (_eval("--models", ""), "--models: expected comma-separated model names"),
+    (_eval("--models", ","), "--models"),
+    (_eval("--models", "convnet,,resnet18"), "--models"),
+    (_eval("--models", "convnett"), "did you mean"),
+    (_eval("--seeds", "0"), "--seeds: expected a positive integer"),
+    (_eval("--seeds", "-3"), "--seeds"),
+    (_eval("--epochs", "0"), "--epochs: expected a positive integer"),
+    (_eval("--protocol", "nope"), "unknown protocol 'nope'"),
+    (_eval("--protocol", "graph"), "trains GNNs"),
+    (_eval("--device", "tpu9"), "unknown device"),
+    (["eval", "{folder}", "--dataset", "digits"], "expected an artifact file"),
+    (_baseline("random", "--ipc", "1000000000"), "holds 139 training images"),
+    (_baseline("random", "--ipc", "0"), "--ipc"),
+    (_baseline("random", "--ipc", "1", "--models", ""), "--models"),
+    (_baseline("full", "--models", ""), "--models"),
+    (_baseline("full", "--seeds", "0"), "--seeds"),
+    (_experts("--out", "{file}"), "is a file; expected a buffer folder"),
+    (_experts("--kind", "nope", "--out", "{root}/b"), "unknown expert kind"),
+    (_experts("--at-once", "0", "--out", "{root}/b"), "--at-once"),
+    (_experts("--model-arg", "nope=1", "--out", "{root}/b"), "--model-arg refused by model 'convnet'"),
+    (_experts("--model-arg", "width", "--out", "{root}/b"), "key=value"),
+    (_demo("--out", "{file}"), "is a file; expected an output folder"),
+    (_demo("--ipc", "1000", "--out", "{root}/r"), "ipc <= 139"),
+    (_demo("--models", "", "--out", "{root}/r"), "--models"),
+    (_demo("--models", "convnett", "--out", "{root}/r"), "did you mean"),
+    (_demo("--protocol", "nope", "--out", "{root}/r"), "unknown protocol"),
+    (["show", "{art}", "--out", "{folder}"], "is a folder"),
+    (["show", "{art}", "--out", "{file}"], "pass --force"),
+    (["export", "{art}", "--out", "{file}"], "is a file; expected a folder"),
+    (["export", "{art}", "--format", "npz", "--out", "{file}"], "is a file; expected a folder"),
+    (["export", "{art}", "--format", "png", "--out", "{root}/e"], "invalid choice: 'png'"),
+]
 
 
 def test_help_lists_commands():
@@ -47,6 +165,100 @@ def test_user_errors_are_one_line(capsys, argv, needle):
     assert code == 2
     assert needle in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, needle", BAD_FLAGS, ids=[" ".join(a[:2]) + " " + n[:30] for a, n in BAD_FLAGS])
+def test_every_bad_flag_is_one_line(capsys, files, argv, needle):
+    argv = [a.format(**files) for a in argv]
+    code, out, err = _run(capsys, *argv)
+    assert code == 2, (code, out, err)
+    assert needle in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert files["file"].read_text() == "keep"
+
+
+def _no_data(*args, **kwargs):
+    raise AssertionError("the data was loaded before --out was checked")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["distill", "--method", "random_real", "--dataset", "digits", "--ipc", "1", "--out", "{out}"],
+        ["run", "--method", "random_real", "--out", "{out}"],
+        ["experts", "--dataset", "digits", "--out", "{out}"],
+    ],
+    ids=["distill", "run", "experts"],
+)
+def test_a_wrong_out_is_refused_before_the_data_is_loaded(tmp_path, capsys, monkeypatch, argv):
+    monkeypatch.setattr(condense.data, "load_dataset", _no_data)
+    target = tmp_path / "folder" if argv[0] == "distill" else tmp_path / "file.txt"
+    target.mkdir() if argv[0] == "distill" else target.write_text("keep")
+    t0 = time.perf_counter()
+    code, _, err = _run(capsys, *[a.format(out=target) for a in argv])
+    assert code == 2 and str(target) in err and len(err.strip().splitlines()) == 1, err
+    assert time.perf_counter() - t0 < 5.0
+
+
+def test_out_never_replaces_a_file_without_force(tmp_path, capsys):
+    art = tmp_path / "x.safetensors"
+    argv = ["distill", "--method", "random_real", "--dataset", "digits", "--ipc", "1", "--out", str(art), "--quiet"]
+    code, out, err = _run(capsys, *argv)
+    assert code == 0, err
+    assert f"{art} and {tmp_path / 'x.json'}" in out  # both files written are named
+    before = {p: p.read_bytes() for p in (art, tmp_path / "x.json")}
+    code, _, err = _run(capsys, *argv[:-3], "--ipc", "2", "--out", str(art))
+    assert code == 2 and str(art) in err and "--force" in err
+    assert {p: p.read_bytes() for p in before} == before  # byte-identical
+    (tmp_path / "y.json").write_text("a user's file")  # the sidecar NAME.json is protected as well
+    code, _, err = _run(capsys, *argv[:-3], "--ipc", "2", "--out", str(tmp_path / "y"))
+    assert code == 2 and "y.json" in err and (tmp_path / "y.json").read_text() == "a user's file"
+    code, _, err = _run(capsys, *argv[:-3], "--ipc", "2", "--out", str(art), "--force")
+    assert code == 0, err
+    assert art.read_bytes() != before[art]
+    from condense.synthetic import SyntheticSet
+
+    assert SyntheticSet.load(art).ipc == 2
+
+
+def test_run_never_replaces_its_artifact_without_force(tmp_path, capsys):
+    argv = ["run", "--method", "random_real", "--ipc", "1", "--seeds", "1", "--epochs", "1", "--quiet"]
+    code, out, err = _run(capsys, *argv, "--out", str(tmp_path))
+    assert code == 0, err
+    art = tmp_path / "digits_random_real_ipc1.safetensors"
+    assert f"{art} and {art.with_suffix('.json')}" in out
+    before = art.read_bytes(), art.with_suffix(".json").read_bytes()
+    code, _, err = _run(capsys, *argv, "--out", str(tmp_path))
+    assert code == 2 and str(art) in err and "--force" in err, err
+    assert (art.read_bytes(), art.with_suffix(".json").read_bytes()) == before
+    code, _, err = _run(capsys, *argv, "--out", str(tmp_path), "--force")
+    assert code == 0, err
+
+
+def test_out_without_a_suffix_names_what_was_written(tmp_path, capsys):
+    code, out, err = _run(
+        capsys, "distill", "--method", "random_real", "--dataset", "digits", "--ipc", "1", "--out", str(tmp_path / "a")
+    )
+    assert code == 0, err
+    assert f"{tmp_path / 'a.safetensors'} and {tmp_path / 'a.json'}" in out
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["a.json", "a.safetensors"]
+
+
+def test_show_and_export_never_replace_a_file_without_force(tmp_path, capsys, files):
+    for argv in (
+        ["show", str(files["art"]), "--out", str(tmp_path / "g.png")],
+        ["export", str(files["art"]), "--format", "npz", "--out", str(tmp_path / "e.npz")],
+        ["export", str(files["art"]), "--format", "npz", "--out", str(tmp_path / "npz")],
+        ["export", str(files["art"]), "--out", str(tmp_path / "pngs")],
+    ):
+        code, out, err = _run(capsys, *argv)
+        assert code == 0, err
+        written = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+        code, _, err = _run(capsys, *argv)
+        assert code == 2 and "--force" in err and len(err.strip().splitlines()) == 1, err
+        assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == written
+        code, _, err = _run(capsys, *argv, "--force")
+        assert code == 0, err
 
 
 def test_distill_eval_show_export_json(tmp_path, capsys):

@@ -99,3 +99,91 @@ def test_preset_and_check_choice():
     check_choice("init", "real", ("real", "noise"))
     with pytest.raises(ConfigError, match="did you mean 'real'"):
         check_choice("init", "reel", ("real", "noise"))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The integrity scheme: seal / check_seal / check_fields
+# ----------------------------------------------------------------------------------------------------------------------
+
+_EDITED = (
+    r"'x\.json': field '{}' was edited after the file was written \(recorded sha256 [0-9a-f]{{16}}\.\.\., "
+    r"now [0-9a-f]{{16}}\.\.\.\); the file cannot be trusted: re-create it"
+)
+
+
+def test_canonical_json_is_sorted_compact_and_refuses_nan():
+    from condense.io import canonical_json
+
+    assert canonical_json({"b": (1, 2), "a": None, "c": {"y": 1.5, "x": "é"}}) == (
+        '{"a":null,"b":[1,2],"c":{"x":"\\u00e9","y":1.5}}'
+    )
+    with pytest.raises(ValueError):
+        canonical_json({"lr": float("nan")})
+
+
+def test_seal_survives_a_json_round_trip_and_names_every_edited_field():
+    import json
+
+    from condense.io import FIELD_SEAL_KEY, SEAL_KEY, canonical_json, check_seal, edited_fields, seal, sha256_bytes
+
+    rec = seal({"lr": 0.01, "ipc": 10, "preprocessing": {"mean": [0.3], "zca": None}, "classes": ["a", "b"]})
+    body = {k: v for k, v in rec.items() if k not in (SEAL_KEY, FIELD_SEAL_KEY)}
+    assert rec[SEAL_KEY] == sha256_bytes(canonical_json(body).encode())
+    assert rec[FIELD_SEAL_KEY] == {k: sha256_bytes(canonical_json(v).encode()) for k, v in body.items()}
+    check_seal(json.loads(json.dumps(rec, indent=2)), "x.json")  # what a reader sees: intact
+    assert seal(rec) == rec and edited_fields(rec) == []
+    for field, value in [("lr", 0.5), ("ipc", "10"), ("preprocessing", {"mean": [0.4], "zca": None}), ("classes", [])]:
+        with pytest.raises(IntegrityError, match=_EDITED.format(field)) as e:
+            check_seal({**rec, field: value}, "x.json")
+        assert "\n" not in str(e.value)
+        assert edited_fields({**rec, field: value}) == [field]
+    with pytest.raises(IntegrityError, match=r"fields 'lr', 'ipc' were edited"):
+        check_seal({**rec, "lr": 0.5, "ipc": 11}, "x.json")
+    with pytest.raises(IntegrityError, match=r"field 'extra' was added after the file was written"):
+        check_seal({**rec, "extra": 1}, "x.json")
+    with pytest.raises(IntegrityError, match=r"field 'classes' was removed after the file was written"):
+        check_seal({k: v for k, v in rec.items() if k != "classes"}, "x.json")
+    with pytest.raises(IntegrityError, match=r"field 'lr' holds NaN or Infinity"):
+        check_seal({**rec, "lr": float("nan")}, "x.json")
+    with pytest.raises(IntegrityError, match=r"its seal 'meta_sha256' was edited"):
+        check_seal({**rec, SEAL_KEY: "0" * 64}, "x.json")
+    with pytest.raises(IntegrityError, match=r"its per-field seal 'field_sha256' was edited"):
+        check_seal({**rec, FIELD_SEAL_KEY: {**rec[FIELD_SEAL_KEY], "lr": "0" * 64}}, "x.json")
+    for broken in (body, {**body, SEAL_KEY: 3, FIELD_SEAL_KEY: {}}, {**body, SEAL_KEY: "a", FIELD_SEAL_KEY: []}):
+        with pytest.raises(IntegrityError, match=r"'x\.json' carries no valid seal"):
+            check_seal(broken, "x.json")
+    with pytest.raises(IntegrityError, match=r"field 'experts\[2\]\.seeds' was edited.*record it again"):
+        check_seal({**seal({"seeds": [1]}), "seeds": [2]}, "x.json", prefix="experts[2].", hint="record it again")
+    with pytest.raises(IntegrityError, match="cannot write field 'lr'"):
+        seal({"lr": float("inf")})
+
+
+def test_check_fields_refuses_a_wrong_type_in_one_line():
+    from condense.io import check_fields
+
+    schema = {"ipc": int, "lr": float | None, "classes": list[str], "config": dict, "shapes": dict[str, list[int]]}
+    good = {"ipc": 3, "lr": None, "classes": ["a"], "config": {}, "shapes": {"w": [2, 3]}, "other": "kept"}
+    check_fields(good, schema, "x.json")
+    check_fields({**good, "lr": 1}, schema, "x.json")  # JSON writes 1.0 as 1 in other tools: still a number
+    bad = [
+        ("ipc", "3", r"a string \('3'\), expected an integer"),
+        ("ipc", True, r"a boolean \(True\), expected an integer"),
+        ("ipc", 1.5, r"a number \(1\.5\), expected an integer"),
+        ("lr", "big", r"a string \('big'\), expected a number or null"),
+        ("classes", [1, 2], r"a list \(\[1, 2\]\), expected a list whose items are each a string"),
+        ("classes", "ab", r"a string \('ab'\), expected a list whose items are each a string"),
+        ("config", [], r"a list \(\[\]\), expected an object"),
+        (
+            "shapes",
+            {"w": ["2"]},
+            r"an object .*, expected an object whose values are each a list whose items are each an integer",
+        ),
+    ]
+    for name, value, want in bad:
+        with pytest.raises(IntegrityError, match=rf"'x\.json': field '{name}' is {want}; the file cannot be") as e:
+            check_fields({**good, name: value}, schema, "x.json")
+        assert "\n" not in str(e.value)
+    with pytest.raises(IntegrityError, match=r"'x\.json' lacks the field 'ipc'"):
+        check_fields({k: v for k, v in good.items() if k != "ipc"}, schema, "x.json")
+    with pytest.raises(IntegrityError, match=r"field 'experts\[0\]\.ipc' is a string.*; fix it"):
+        check_fields({**good, "ipc": "3"}, schema, "x.json", prefix="experts[0].", hint="fix it")

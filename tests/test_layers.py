@@ -63,7 +63,9 @@ def _imports(name: str) -> list[tuple[str, str | None, int]]:
                 mod = node.module or ""
             for a in node.names:
                 sub = f"{mod}.{a.name}"
-                out.append((sub, None, node.lineno) if sub in MODULES else (mod, a.name, node.lineno))
+                # 'from condense import seeding' still runs the package face first: flagged like 'import condense'
+                is_module = sub in MODULES and mod != "condense"
+                out.append((sub, None, node.lineno) if is_module else (mod, a.name, node.lineno))
     return [(m, obj, line) for m, obj, line in out if m == "condense" or m.startswith("condense.")]
 
 

@@ -8,8 +8,8 @@ split scored on the test split (as the Mirage, DosCond and KiDD code do; ``selec
 instead; never best-on-test), several seeds. Binary datasets report ROC-AUC (as the Mirage paper does, for TU
 datasets too) and accuracy; multi-class datasets report accuracy. All values are fractions in [0, 1].
 
-Seed ``s`` initializes its GNN under ``seeding.seeded(s)`` and draws its batch order from
-``seeding.generator("condense-eval", s)``, the stream image evaluation uses.
+Seed ``s`` initializes its GNN under ``seeded(s)`` and draws its batch order from
+``generator("condense-eval", s)``, the stream image evaluation uses.
 
 Mirage summaries train as the paper describes: each tree-set is a graph of disjoint computation trees, the readout
 pools over the roots (sum or mean, as the summary says: :func:`summary_readout`; the same readout then pools over
@@ -34,7 +34,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from condense import seeding
 from condense.config import check_range
 from condense.data.graph import GraphBatch, GraphData, pack_graphs, unpack_graphs
 from condense.errors import ConfigError
@@ -42,6 +41,7 @@ from condense.eval.metrics import summarize
 from condense.eval.protocol import GRAPH_PROTOCOL, GraphProtocol, get_protocol
 from condense.graph_summary import to_batch
 from condense.models.gnn import create_gnn
+from condense.seeding import generator
 from condense.synthetic import SyntheticSet
 
 __all__ = [
@@ -185,7 +185,7 @@ def _train_and_test(
 ) -> tuple[float, float | None]:
     net = create_gnn(
         model,
-        seed=int(seed),  # parameters initialized under seeding.seeded(seed): the caller's global RNG is untouched
+        seed=int(seed),  # parameters initialized under seeded(seed): the caller's global RNG is untouched
         in_dim=in_dim,
         num_classes=num_classes,
         hidden=protocol.hidden,
@@ -193,7 +193,7 @@ def _train_and_test(
         pooling=source.pooling or protocol.pooling,
         dropout=protocol.dropout,
     ).to(device)
-    gen = seeding.generator("condense-eval", seed)
+    gen = generator("condense-eval", seed)
     opt = torch.optim.Adam(net.parameters(), lr=protocol.lr, weight_decay=protocol.weight_decay)
     n = source.size
     steps = max(protocol.min_steps, protocol.epochs * math.ceil(n / protocol.batch_size))
@@ -390,7 +390,7 @@ def random_graph_baseline(
 ) -> dict[str, Any]:
     """GNNs trained on ``ipc`` random real training graphs per class, a fresh draw per seed (Mirage's Random).
 
-    Seed ``s`` draws its subset with ``seeding.generator("condense-random-real", s)`` (the image baseline's rule)
+    Seed ``s`` draws its subset with ``generator("condense-random-real", s)`` (the image baseline's rule)
     and trains with seed ``s``. Called by :func:`condense.eval.random_real_baseline` for graph data.
 
     Returns the same row as :func:`evaluate_graph_set`, with ``method = "random_graphs"``.
@@ -400,7 +400,7 @@ def random_graph_baseline(
     t0 = time.perf_counter()
     sources, n = [], 0
     for s in _seed_list(seeds, seed):
-        idx = data.sample_per_class(ipc, seeding.generator("condense-random-real", s))
+        idx = data.sample_per_class(ipc, generator("condense-random-real", s))
         batch = unpack_graphs(pack_graphs(data, idx), data.y[idx], data.num_node_labels)
         sources.append((s, GraphSource(batch=batch)))
         n = int(idx.numel())

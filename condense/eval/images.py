@@ -8,7 +8,7 @@ Two paths with the same arithmetic, so they give the same numbers:
   all seeds, which is where the speed-up comes from at distillation-sized batches.
 - **loop** (BatchNorm models, or ``vmap=False``): one ``nn.Module`` and ``torch.optim.SGD`` per seed.
 
-Every seed owns a CPU ``torch.Generator`` (``seeding.generator("condense-eval", seed)``, the stream the graph
+Every seed owns a CPU ``torch.Generator`` (``generator("condense-eval", seed)``, the stream the graph
 evaluator uses too) that draws its batch order and its augmentation parameters in the same sequence on both paths;
 augmentation is applied per seed outside ``vmap`` (DSA draws one op group per call, which vmap cannot express).
 """
@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from condense import seeding
 from condense.errors import ConfigError
 from condense.eval.protocol import EvalProtocol
+from condense.optim import sgd_tree
+from condense.seeding import generator
 
 __all__ = ["train_and_test", "soft_target_loss"]
 
@@ -125,7 +126,7 @@ def train_and_test(
     ]
     aug = get_augment(augment)
     # per-seed CPU generator for batch order and augmentation: a stream apart from model init (graphs use it too)
-    gens = [seeding.generator("condense-eval", s) for s in seeds]
+    gens = [generator("condense-eval", s) for s in seeds]
     # vmap pays on GPUs (one launch for all seeds); on CPUs grouped convolutions are slower than a loop.
     use_vmap = (device.type == "cuda" and not any(has_running_stats(m) for m in models)) if vmap is None else vmap
     if use_vmap and any(has_running_stats(m) for m in models):
@@ -209,13 +210,8 @@ def _train_vmap(
             idx = torch.stack([orders[s][b] for s in range(s_count)]).to(images.device)  # (S, B)
             x = torch.stack([aug(images[idx[s]], generator=gens[s]) for s in range(s_count)])
             grads = step_grad(params, buffers, x, labels[idx])
-            with torch.no_grad():
-                # torch.optim.SGD semantics: d = g + wd * p; buf = d (first step) or m * buf + d; p -= lr * buf
-                d = {k: grads[k] + proto.weight_decay * params[k] for k in params}
-                if proto.momentum > 0:
-                    mom = d if mom is None else {k: proto.momentum * mom[k] + d[k] for k in params}
-                    d = mom
-                params = {k: params[k] - cur_lr * d[k] for k in params}
+            with torch.no_grad():  # torch.optim.SGD(momentum, weight_decay) on every seed's parameters at once
+                params, mom = sgd_tree(params, grads, mom, cur_lr, proto.momentum, proto.weight_decay)
     base.eval()
 
     def logits_fn(p, b, x):

@@ -1,6 +1,8 @@
 """Train K experts at once: stacked parameters, one vmapped functional SGD step, a snapshot every epoch.
 
 Knows nothing about files: :meth:`Trainer.train_group` returns snapshots and curves, and ``record.py`` writes them.
+After every epoch it hands the group's whole training state (:class:`GroupState`) to a callback, and it continues
+from such a state when given one, so ``record.py`` can checkpoint inside an expert and resume bit for bit.
 
 Speed: for models without running statistics (the instance-norm ConvNet) the K experts' parameters are stacked
 (``torch.func.stack_module_state``) and one functional SGD step is ``vmap``-ed over them, so a step is a few large
@@ -41,7 +43,15 @@ from condense.optim import sgd_tree
 if TYPE_CHECKING:
     from condense.data import ImageData
 
-__all__ = ["Expert", "TrainResult", "Trainer", "augment_experts", "choose_experts_at_once", "snapshot_steps"]
+__all__ = [
+    "Expert",
+    "GroupState",
+    "TrainResult",
+    "Trainer",
+    "augment_experts",
+    "choose_experts_at_once",
+    "snapshot_steps",
+]
 
 logger = logging.getLogger("condense")
 
@@ -95,6 +105,35 @@ class TrainResult:
     accuracy_curve: list[float | None]  # test accuracy after each epoch (None once diverged: the manifest is JSON)
     train_loss_curve: list[float | None]  # mean unscaled cross-entropy of each epoch
     seconds: float  # wall time of the group divided by its size
+
+
+@dataclass
+class GroupState:
+    """Everything a group of K experts needs to continue training after ``epoch`` finished epochs.
+
+    Together with the experts' ``order_gen``/``aug_gen`` states (the only random streams still drawn from: the
+    ``init`` seed is spent when the networks are built) this determines the rest of the training exactly, so a group
+    resumed from it ends bit-identical to one that never stopped. Tensors are on the training device except
+    ``finite`` and ``snapshots`` (CPU, as the trainer keeps them).
+
+    Shape:
+        params, mom, buffers: name -> (K, *shape) when the group is vmapped (K > 1), else (*shape,); ``mom`` is
+            ``{}`` without momentum, ``buffers`` ``{}`` without BatchNorm.
+        snapshots: S_done tensors of (K, P), the storage dtype: the snapshots taken so far.
+        finite: (K,), bool, False once an expert's parameters went non-finite.
+    """
+
+    epoch: int  # finished epochs
+    step: int  # SGD steps taken (epoch * steps_per_epoch)
+    lr: float  # the learning rate of the next epoch, before its decay check
+    params: dict[str, torch.Tensor]
+    mom: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+    snapshots: list[torch.Tensor]
+    finite: torch.Tensor
+    accuracy_curves: list[list[float | None]]
+    train_loss_curves: list[list[float | None]]
+    seconds: float  # wall time the group has trained so far, over every session
 
 
 def snapshot_steps(epochs: int, steps_per_epoch: int, save_every_steps: int | None) -> list[int]:
@@ -280,8 +319,23 @@ class Trainer:
         base.train()
         return correct.double() / self.x_test.shape[0]
 
-    def train_group(self, experts: list[Expert], position: int = 0) -> list[TrainResult]:
-        """Train ``experts`` together (vmapped when more than one) and return their snapshots and curves."""
+    def train_group(
+        self,
+        experts: list[Expert],
+        position: int = 0,
+        *,
+        resume: GroupState | None = None,
+        on_epoch: Callable[[GroupState], None] | None = None,
+    ) -> list[TrainResult]:
+        """Train ``experts`` together (vmapped when more than one) and return their snapshots and curves.
+
+        Args:
+            experts: the group; their ``order_gen``/``aug_gen`` must be in the state that matches ``resume``.
+            position: tqdm position of the group's bar.
+            resume: continue from this state (from ``on_epoch`` of an earlier call with the same experts) instead
+                of from the initialization.
+            on_epoch: called after every finished epoch with the live state (do not modify it; copy what you keep).
+        """
         t0 = time.perf_counter()
         k = len(experts)
         vmapped = k > 1
@@ -311,21 +365,36 @@ class Trainer:
             finite.logical_and_(torch.isfinite(flat).all(dim=1).cpu())
             snaps.append(flat.to("cpu", self.storage_dtype))
 
-        snapshot()
-        acc_curves: list[list[float]] = [[] for _ in range(k)]
-        loss_curves: list[list[float]] = [[] for _ in range(k)]
+        acc_curves: list[list[float | None]] = [[] for _ in range(k)]
+        loss_curves: list[list[float | None]] = [[] for _ in range(k)]
         lr = self.cfg.lr_teacher
         bs = self.cfg.batch_size
         step = 0
+        start_epoch = 0
+        seconds_before = 0.0
+        if resume is None:
+            snapshot()
+        else:
+            # Resume: the saved tensors replace the fresh initialization; the networks built above only give the
+            # stateless ``base`` and the layout (building them draws from no stream the training uses)
+            dev = self.device
+            params = {n: resume.params[n].to(dev) for n in params}
+            mom = {n: resume.mom[n].to(dev) for n in mom}
+            buffers = {n: resume.buffers[n].to(dev) for n in buffers}
+            snaps = list(resume.snapshots)
+            finite = resume.finite.clone()
+            acc_curves = [list(c) for c in resume.accuracy_curves]
+            loss_curves = [list(c) for c in resume.train_loss_curves]
+            lr, step, start_epoch, seconds_before = resume.lr, resume.step, resume.epoch, resume.seconds
         bar = None
         if not self.quiet:
             from tqdm.auto import tqdm
 
             ids = ",".join(str(e.id) for e in experts)
-            bar = tqdm(total=self.epochs, desc=f"experts {ids}", leave=False, position=position)
+            bar = tqdm(total=self.epochs, initial=start_epoch, desc=f"experts {ids}", leave=False, position=position)
 
         # Training: per epoch, each expert's own permutation; per step, its own DSA draw
-        for epoch in range(self.epochs):
+        for epoch in range(start_epoch, self.epochs):
             if epoch == self.lr_decay_epoch and self.cfg.lr_decay_factor != 1.0:
                 lr *= self.cfg.lr_decay_factor
             scale = self.cfg.loss_scale(epoch) if isinstance(self.cfg, SmoothExpertConfig) else 1.0
@@ -367,10 +436,27 @@ class Trainer:
                 )
             if not finite.any():
                 break  # every expert of the group diverged; no point finishing
+            if on_epoch is not None:
+                # lr is the value after this epoch's decay check, so a resumed epoch + 1 applies the same rule
+                on_epoch(
+                    GroupState(
+                        epoch + 1,
+                        step,
+                        lr,
+                        params,
+                        mom,
+                        buffers,
+                        snaps,
+                        finite,
+                        acc_curves,
+                        loss_curves,
+                        seconds_before + time.perf_counter() - t0,
+                    )
+                )
         if bar is not None:
             bar.close()
 
-        seconds = (time.perf_counter() - t0) / k
+        seconds = (seconds_before + time.perf_counter() - t0) / k
         stacked = torch.stack(snaps, dim=1) if finite.any() else None  # (K, S, P)
         results = []
         for i, e in enumerate(experts):

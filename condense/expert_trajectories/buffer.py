@@ -1,10 +1,11 @@
 """The read side of an expert-trajectory buffer: ``ExpertBuffer`` reads a recorded buffer lazily and samples it.
 
-The on-disk format (``manifest.json`` plus one safetensors file per expert) is defined in ``manifest.py``. Every
-file is checked against its recorded sha256 before its first read, a buffer made for another dataset, preprocessing
-or model is refused by :meth:`ExpertBuffer.check_compatible`, and snapshots are read by row from memory-mapped files
-(``safetensors.safe_open``), so sampling from 100 experts touches only the two rows it needs. Flat snapshots become
-named parameters through :attr:`ExpertBuffer.layout` (a ``condense.models.ParamLayout``).
+The on-disk format (``manifest.json`` plus one safetensors file per expert) is defined in ``manifest.py``. The
+manifest's seal (``condense.io.seal``) and field types are checked on open, so an edited manifest is refused naming
+the field; every expert file is checked against its (sealed) sha256 before its first read; a buffer made for another
+dataset, preprocessing or model is refused by :meth:`ExpertBuffer.check_compatible`; and snapshots are read by row
+from memory-mapped files (``safetensors.safe_open``), so sampling from 100 experts touches only the two rows it
+needs. Flat snapshots become named parameters through :attr:`ExpertBuffer.layout` (a ``condense.models.ParamLayout``).
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ class ExpertBuffer:
         Raises:
             DataNotFoundError: ``path`` or its manifest is missing.
             IntegrityError: the manifest is not a condense expert buffer, has another format version (the message
-                names the file and both versions), or is missing fields.
+                names the file and both versions), was edited after it was written (the message names the field),
+                or is missing fields or holds one of the wrong type.
         """
         path = Path(path)
         if not path.is_dir():

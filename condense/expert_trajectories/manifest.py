@@ -5,7 +5,7 @@ Layout of a buffer directory::
     manifest.json              format + version + provenance (``condense.io.stamp``), dataset name and fingerprint,
                                preprocessing (ZCA describe()), model spec, parameter names and shapes, expert kind
                                and its config, augmentation, seeds, snapshot schedule, ``run_key``, and per expert:
-                               status, seeds, accuracy curve, sha256
+                               status, seeds, accuracy curve, sha256; sealed (``condense.io.seal``)
     expert_0000.safetensors    one tensor "params" of shape (S, P): S snapshots (init + one per epoch) of the P
                                flattened parameters in ``param_names`` order (``condense.models.ParamLayout``);
                                header metadata repeats the expert's record, so an interrupted run can be resumed
@@ -19,6 +19,12 @@ The recorder (``record.py``) writes with :func:`build_header`, :func:`write_expe
 resumes with :func:`check_existing` and :func:`scan_experts`; the reader (``buffer.py``) opens with
 :func:`read_manifest`. ``run_key`` hashes every header field except the provenance, so a resumed run refuses files
 written with any other setting.
+
+Integrity (:func:`condense.io.seal`): each finished expert's record is sealed once, when the expert is written (the
+seal covers its ``run_key``); the file header stores it and the manifest lists the same record, seal included, plus
+the file's sha256 (the manifest keeps ``run_key`` once, at the top). The manifest as a whole is sealed too. So an
+edited manifest field (``num_params``, ``dataset``, ``model``, ``seed``, an expert's ``seeds``...) or an edited
+record in an expert file is refused with the name of the field, and the expert files' sha256 are themselves sealed.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import struct
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,7 +41,21 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from condense.errors import CondenseError, IntegrityError, MismatchError
-from condense.io import check_stamp, read_json, read_metadata, save_tensors, sha256_file, stamp, write_json_atomic
+from condense.io import (
+    SEAL_KEY,
+    canonical_json,
+    check_fields,
+    check_seal,
+    check_stamp,
+    edited_fields,
+    read_json,
+    read_metadata,
+    save_tensors,
+    seal,
+    sha256_file,
+    stamp,
+    write_json_atomic,
+)
 from condense.seeding import derive_seed as _derive
 
 if TYPE_CHECKING:
@@ -69,7 +90,8 @@ __all__ = [
 logger = logging.getLogger("condense")
 
 FORMAT = "condense.expert_buffer"
-FORMAT_VERSION = 1  # the stamp keys are unchanged since v1; provenance only gained fields (python, platform)
+#: 1: the shared stamp; 2: the manifest and every expert record are sealed (``condense.io.seal``).
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 TENSOR_KEY = "params"
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -92,15 +114,52 @@ REQUIRED_KEYS = (
 # Settings a resumed run must share with the buffer, named in the mismatch message (all of them feed run_key).
 _RESUME_KEYS = ("dataset", "preprocessing", "model", "kind", "config", "augment", "epochs", "seed", "dtype")
 
+#: The type of every manifest field a reader uses (:func:`condense.io.check_fields`).
+_MANIFEST_FIELDS: dict[str, Any] = {
+    "format": str,
+    "format_version": int,
+    "provenance": dict,
+    "dataset": dict,
+    "preprocessing": dict,
+    "model": dict,
+    "param_names": list[str],
+    "param_shapes": dict[str, list[int]],
+    "num_params": int,
+    "kind": str,
+    "config": dict,
+    "augment": dict,
+    "epochs": int,
+    "steps_per_epoch": int,
+    "save_every_steps": int | None,
+    "snapshot_steps": list[int],
+    "num_snapshots": int,
+    "dtype": str,
+    "seed": int,
+    "seed_derivation": str,
+    "run_key": str,
+    "num_experts_done": int,
+    "updated": str,
+    "experts": list[dict],
+}
+#: The type of every field of a finished expert's record (file header: with ``run_key``; manifest: with ``sha256``).
+_RECORD_FIELDS: dict[str, Any] = {
+    "id": int,
+    "file": str,
+    "status": str,
+    "attempt": int,
+    "seeds": dict[str, int],
+    "accuracy_curve": list[float | None],
+    "final_test_acc": float | None,
+    "train_loss_curve": list[float | None],
+    "seconds": float,
+    "rank": int,
+}
+_REDO = "delete that expert file to train the expert again"
+
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Names and small records
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def canonical_json(obj: Any) -> str:
-    """Canonical JSON text, so tuples and lists (and key order) compare equal."""
-    return json.dumps(obj, sort_keys=True)
 
 
 def expert_filename(expert_id: int) -> str:
@@ -230,7 +289,10 @@ def expert_record(
     run_key: str,
     rank: int,
 ) -> dict[str, Any]:
-    """The record of one finished expert, as its file header stores it (with ``run_key``) and the manifest lists it."""
+    """The record of one finished expert, as its file header stores it (with ``run_key``) and the manifest lists it.
+
+    :func:`write_expert` seals it; the manifest lists the sealed record without ``run_key``, plus ``sha256``.
+    """
     return {
         "id": expert_id,
         "file": expert_filename(expert_id),
@@ -252,12 +314,13 @@ def expert_record(
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
-    """Read and check ``path`` (a ``manifest.json``): format, version, required fields, storage dtype.
+    """Read and check ``path`` (a ``manifest.json``): format, version, seal, field types, storage dtype.
 
     Raises:
         DataNotFoundError: the file is missing.
         IntegrityError: not JSON, not an expert-buffer manifest, another format version (naming the file and both
-            versions), missing fields or an unknown dtype.
+            versions), edited after it was written (naming the field, ``experts[i].<field>`` for an expert's
+            record), missing fields, fields of the wrong type or an unknown dtype.
     """
     path = Path(path)
     manifest = read_json(path)
@@ -267,9 +330,45 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise IntegrityError(f"'{path}' lacks fields {missing}; the manifest is corrupt")
-    if manifest["dtype"] not in STORAGE_DTYPES:
-        raise IntegrityError(f"'{path}' names unknown dtype {manifest['dtype']!r}")
+    if not isinstance(manifest["dtype"], str) or manifest["dtype"] not in STORAGE_DTYPES:
+        raise IntegrityError(
+            f"'{path}': field 'dtype' names unknown dtype {manifest['dtype']!r}; allowed: {', '.join(STORAGE_DTYPES)}"
+        )
+    hint = "the buffer cannot be trusted: record it again"
+    if edited_fields(manifest) == ["experts"]:  # name the expert and the field that changed
+        for i, entry in enumerate(manifest["experts"]):
+            if isinstance(entry, dict) and SEAL_KEY in entry:
+                check_seal(_file_record(entry, manifest.get("run_key")), path, prefix=f"experts[{i}].", hint=hint)
+    check_seal(manifest, path, hint=hint)
+    check_fields(manifest, _MANIFEST_FIELDS, path, hint=hint)
+    for i, entry in enumerate(manifest["experts"]):
+        at = f"experts[{i}]."
+        check_fields(entry, {"id": int, "file": str, "status": str}, path, prefix=at, hint=hint)
+        if entry["status"] == "done":
+            check_fields(entry, {**_RECORD_FIELDS, "sha256": str}, path, prefix=at, hint=hint)
+    names, shapes = manifest["param_names"], manifest["param_shapes"]
+    numel = sum(math.prod(s) for s in shapes.values())
+    if set(names) != set(shapes) or numel != manifest["num_params"]:
+        raise IntegrityError(
+            f"'{path}': fields 'param_names', 'param_shapes' and 'num_params' ({manifest['num_params']}) disagree "
+            f"({len(names)} names, {len(shapes)} shapes of {numel} values); {hint}"
+        )
+    if manifest["num_snapshots"] != len(manifest["snapshot_steps"]):
+        raise IntegrityError(
+            f"'{path}': field 'num_snapshots' ({manifest['num_snapshots']}) disagrees with 'snapshot_steps' "
+            f"({len(manifest['snapshot_steps'])} steps); {hint}"
+        )
     return manifest
+
+
+def _file_record(entry: dict[str, Any], run_key: Any) -> dict[str, Any]:
+    """The sealed record an expert file's header holds, rebuilt from its manifest entry and the manifest's run_key."""
+    return {**{k: v for k, v in entry.items() if k != "sha256"}, "run_key": run_key}
+
+
+def _manifest_entry(record: dict[str, Any], sha256: str) -> dict[str, Any]:
+    """The manifest's entry of a finished expert: its sealed file record without ``run_key``, plus the file's sha256."""
+    return {**{k: v for k, v in record.items() if k != "run_key"}, "sha256": sha256}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -280,14 +379,16 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
 def write_expert(out: Path, record: dict[str, Any], snapshots: torch.Tensor) -> dict[str, Any]:
     """Write one finished expert atomically; return its manifest record (``run_key`` dropped, ``sha256`` added).
 
+    The record is sealed (:func:`condense.io.seal`, over its ``run_key`` too) before it goes into the file header;
+    the manifest entry keeps that seal.
+
     Shape:
         snapshots: (S, P), in the storage dtype, on the CPU; row s is the flat parameters at snapshot s.
     """
-    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "record": json.dumps(record)}
+    record = seal(record)
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "record": json.dumps(record, allow_nan=False)}
     sha = save_tensors(out / record["file"], {TENSOR_KEY: snapshots}, metadata=meta)
-    rec = {k: v for k, v in record.items() if k != "run_key"}
-    rec["sha256"] = sha
-    return rec
+    return _manifest_entry(record, sha)
 
 
 def write_manifest(
@@ -306,7 +407,7 @@ def write_manifest(
     manifest["num_experts_done"] = len(done)
     manifest["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     manifest["experts"] = experts
-    write_json_atomic(out / MANIFEST_NAME, manifest)
+    write_json_atomic(out / MANIFEST_NAME, seal(manifest))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -315,12 +416,19 @@ def write_manifest(
 
 
 def read_expert_record(path: Path, data_bytes: int | None = None) -> dict[str, Any] | None:
-    """The record stored in an expert file's safetensors header, or None when the file is unreadable.
+    """The record stored in an expert file's safetensors header, or None when the file is incomplete.
+
+    An incomplete file (cut, not safetensors, fewer tensor bytes than the buffer needs) means "not finished": resume
+    trains that expert again. A complete file whose record was edited, or of another format version, is refused.
 
     Args:
         path: an ``expert_*.safetensors`` file.
         data_bytes: the tensor bytes the file must hold at least (S x P x itemsize); None skips the check. (The
             header's own offsets are checked against the file size by ``io.read_metadata``.)
+
+    Raises:
+        IntegrityError: the file is of another format version, or its record is not JSON, was edited after it was
+            written (naming the field) or holds a field of the wrong type.
     """
     try:
         meta = read_metadata(path)
@@ -328,9 +436,19 @@ def read_expert_record(path: Path, data_bytes: int | None = None) -> dict[str, A
             return None
         if data_bytes is not None and path.stat().st_size < data_bytes:
             return None
-        return json.loads(meta["record"])
-    except (CondenseError, OSError, KeyError, struct.error, json.JSONDecodeError):
+    except (CondenseError, OSError, struct.error):
         return None  # a corrupt header or file means "not finished": the expert is trained again
+    check_stamp(meta, FORMAT, FORMAT_VERSION, path)
+    try:
+        rec = json.loads(meta["record"])
+    except (KeyError, json.JSONDecodeError) as e:
+        raise IntegrityError(f"'{path}' holds no readable expert record ({e}); {_REDO}") from e
+    if not isinstance(rec, dict):
+        raise IntegrityError(f"'{path}' holds an expert record that is not a JSON object; {_REDO}")
+    hint = f"the file cannot be trusted: {_REDO}"
+    check_seal(rec, path, hint=hint)
+    check_fields(rec, {**_RECORD_FIELDS, "run_key": str}, path, hint=hint)
+    return rec
 
 
 def scan_experts(out: Path, header: dict[str, Any]) -> dict[int, dict[str, Any]]:
@@ -352,9 +470,7 @@ def scan_experts(out: Path, header: dict[str, Any]) -> dict[int, dict[str, Any]]
                 f"'{path}' was recorded with other settings (run key {rec.get('run_key')}, this run {run_key}); "
                 "use another output folder or delete it"
             )
-        rec = {k: v for k, v in rec.items() if k != "run_key"}
-        rec["sha256"] = sha256_file(path)
-        done[int(rec["id"])] = rec
+        done[rec["id"]] = _manifest_entry(rec, sha256_file(path))
     return done
 
 
@@ -362,7 +478,8 @@ def check_existing(out: Path, header: dict[str, Any]) -> None:
     """Refuse to resume into ``out`` when its manifest was written with other settings (naming what differs).
 
     Raises:
-        IntegrityError: the manifest is not JSON, or has another format version (naming both versions).
+        IntegrityError: the manifest is not JSON, has another format version (naming both versions and how to start
+            over), or was edited after it was written (naming the field).
         MismatchError: it is not an expert buffer, or differs from ``header`` in a setting resume must keep.
     """
     path = out / MANIFEST_NAME
@@ -374,7 +491,13 @@ def check_existing(out: Path, header: dict[str, Any]) -> None:
         raise IntegrityError(f"'{path}' exists but is not valid JSON ({e}); delete it or use another folder") from e
     if not isinstance(old, dict) or old.get("format") != FORMAT:
         raise MismatchError(f"'{out}' holds a '{MANIFEST_NAME}' that is not an expert buffer; use another folder")
-    check_stamp(old, FORMAT, FORMAT_VERSION, path)
+    try:
+        check_stamp(old, FORMAT, FORMAT_VERSION, path)
+    except IntegrityError as e:
+        raise IntegrityError(
+            f"{e}; it cannot be resumed: record into another --out folder, or delete '{out}' to record it afresh"
+        ) from e
+    check_seal(old, path, hint=f"it cannot be resumed: use another --out folder, or delete '{out}' to start afresh")
     if old.get("run_key") != header["run_key"]:
         diffs = [k for k in _RESUME_KEYS if canonical_json(old.get(k)) != canonical_json(header.get(k))]
         raise MismatchError(

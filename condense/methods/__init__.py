@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from condense.config import check_range
-from condense.errors import MismatchError
+from condense.errors import ArgumentTypeError, MismatchError
+from condense.eval.evaluate import check_count, check_ipc
 from condense.methods import (  # noqa: F401  (registers every built-in method)
     ast,
     datm,
@@ -31,6 +31,7 @@ from condense.methods import (  # noqa: F401  (registers every built-in method)
     random_graphs,
     random_real,
 )
+from condense.methods._gate import check_plausible
 from condense.methods._runner import run_matcher
 from condense.methods.base import METHODS, Matcher, MatchState, Method, RunContext
 
@@ -49,6 +50,8 @@ def get_method(name: str) -> Method:
         >>> get_method("dm").data_kind
         'images'
     """
+    if not isinstance(name, str):
+        raise ArgumentTypeError(f"a method name must be a str (e.g. 'dm'), got {type(name).__name__} {name!r}")
     return METHODS.get(name)()
 
 
@@ -64,6 +67,11 @@ def list_methods(pattern: str = "*") -> list[str]:
 
 def _check_kind(method: Method, data: Any) -> None:
     """One-line :class:`MismatchError` unless ``data.kind`` is the kind of data ``method`` distills."""
+    if data is None or isinstance(data, (torch.Tensor, str, bytes, tuple, list, dict)):
+        raise ArgumentTypeError(
+            f"data must be a dataset from condense.data.load_dataset (an ImageData or a GraphData), got "
+            f"{type(data).__name__}"
+        )
     kind = getattr(data, "kind", None)
     if kind == method.data_kind:
         return
@@ -78,6 +86,19 @@ def _check_kind(method: Method, data: Any) -> None:
         f"method '{method.name}' distills {method.data_kind} but '{label}' holds {kind}; "
         f"{kind.rstrip('s')} methods: {', '.join(same) or 'none'}"
     )
+
+
+def _check_arguments(ipc: Any, preset: Any, overrides: Any, generator: Any, run: Any) -> None:
+    """One-line errors for arguments of the wrong type, before anything is computed."""
+    check_count("ipc", ipc)
+    for what, value, want, accepted in (
+        ("preset", preset, str, "a preset name or None"),
+        ("overrides", overrides, Mapping, "a mapping of config fields to values, or None"),
+        ("generator", generator, torch.Generator, "a torch.Generator (torch.Generator().manual_seed(0)) or None"),
+        ("run", run, RunContext, "a condense.methods.RunContext or None"),
+    ):
+        if value is not None and not isinstance(value, want):
+            raise ArgumentTypeError(f"{what} must be {accepted}, got {type(value).__name__} {value!r}")
 
 
 def distill(
@@ -95,7 +116,8 @@ def distill(
         name: registered method name (``condense methods`` lists them).
         data: a dataset of the kind the method distills: an :class:`~condense.data.ImageData` for image methods,
             a graph dataset for graph methods (``data.kind`` says which).
-        ipc: items per class.
+        ipc: items per class: an int from 1 to the size of the smallest training class (a method whose config has
+            ``cap_by_ipc``, Mirage, reads ipc as a cap and takes any positive int).
         preset: preset name; None picks ``"<dataset>-ipc<ipc>"``, then ``"<dataset>"``, when the method has it,
             else the defaults.
         overrides: config field overrides applied after the preset.
@@ -108,7 +130,9 @@ def distill(
     Raises:
         MismatchError: the method distills another kind of data than ``data`` holds.
         UnknownNameError: unknown method or preset.
-        ConfigError: ``ipc`` < 1, or an override is unknown or out of range.
+        ConfigError: ``ipc`` < 1 or larger than the smallest class, or an override is unknown or out of range.
+        ArgumentTypeError: an argument of the wrong type (``ipc=1.5``, ``generator="cpu"``, ``data=None``); it is
+            also a ``TypeError`` and a ``ConfigError``.
 
     Example:
         >>> from condense.data import load_dataset
@@ -116,12 +140,14 @@ def distill(
         >>> syn.images.shape
         torch.Size([10, 1, 8, 8])
     """
-    check_range("ipc", ipc, 1)
     method = get_method(name)
     _check_kind(method, data)
+    _check_arguments(ipc, preset, overrides, generator, run)
     if preset is None:
         preset = method.default_preset(getattr(data, "name", ""), ipc)
     cfg = method.resolve_config(preset, overrides)
+    if not hasattr(cfg, "cap_by_ipc"):  # Mirage reads ipc as a cap on tree-sets per class, not a count
+        check_ipc(data, ipc)
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     run = run or RunContext()
@@ -130,6 +156,7 @@ def distill(
         syn = run_matcher(method, data, cfg, ipc, generator, run)
     else:
         syn = method.distill(data, cfg, ipc, generator, run)
+        check_plausible(syn, data)
     if preset is not None:
         syn.meta.setdefault("preset", preset)
     return syn

@@ -7,13 +7,18 @@ A checkpoint is two files in the run folder, both written atomically, the tensor
   lands between the two writes leaves a tensor file that verifies on its own.
 - ``checkpoint.json``: the same record plus the tensor file's sha256.
 
+Both records are sealed (:func:`condense.io.seal`: ``meta_sha256`` over every field, ``field_sha256`` per field), so
+a record edited after it was written (its config, iteration, scalars...) is refused with the name of the field, and
+every field's type is checked before the runner reads it.
+
 The record starts with the stamp every condense format carries (:func:`condense.io.stamp`: ``format``,
 ``format_version``, ``provenance``), then the run identity (method, resolved config, dataset name and fingerprint,
 preprocessing, IPC), the iteration, the state's JSON scalars, each tensor's device, ``requires_grad`` and strides,
 the generator's device, the runner's extras (divergence count, elapsed seconds) and ``content_sha256``, a digest of
 the tensors themselves (names, dtypes, shapes, bytes), independent of the file layout.
 
-Version history: 1 stamped ``version`` without provenance; 2 (this) uses the shared ``format_version`` stamp.
+Version history: 1 stamped ``version`` without provenance; 2 uses the shared ``format_version`` stamp; 3 (this)
+seals both records.
 """
 
 from __future__ import annotations
@@ -29,7 +34,19 @@ import torch
 
 from condense.config import config_to_dict
 from condense.errors import IntegrityError
-from condense.io import check_stamp, read_json, read_metadata, save_tensors, sha256_bytes, stamp, write_json_atomic
+from condense.io import (
+    check_fields,
+    check_seal,
+    check_stamp,
+    read_json,
+    read_metadata,
+    save_tensors,
+    seal,
+    sha256_bytes,
+    stamp,
+    unseal,
+    write_json_atomic,
+)
 from condense.methods.base import Matcher, MatchState
 
 __all__ = [
@@ -47,11 +64,30 @@ __all__ = [
 logger = logging.getLogger("condense")
 
 CHECKPOINT_FORMAT = "condense.checkpoint"
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3
 CHECKPOINT_TENSORS = "checkpoint.safetensors"
 CHECKPOINT_JSON = "checkpoint.json"
 _STATE_PREFIX = "state/"
 _GEN_KEY = "generator"
+#: The type of every field the runner reads from a record (:func:`condense.io.check_fields`).
+_RECORD_FIELDS: dict[str, Any] = {
+    "format": str,
+    "format_version": int,
+    "provenance": dict,
+    "method": str,
+    "config": dict,
+    "dataset": str,
+    "fingerprint": str,
+    "preprocessing": dict,
+    "ipc": int,
+    "iteration": int,
+    "scalars": dict,
+    "tensors": dict[str, dict],
+    "generator_device": str,
+    "extra": dict,
+    "content_sha256": str,
+}
+_START_OVER = "delete the checkpoint files in the run folder to start afresh"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -132,7 +168,7 @@ def save_checkpoint(
         # different kernels (different float rounding) for them, so exact resume needs the same layout
         layout[name] = {"device": t.device.type, "requires_grad": bool(t.requires_grad), "stride": list(t.stride())}
     tensors[_GEN_KEY] = gen.get_state()
-    record = {
+    body = {
         **stamp(CHECKPOINT_FORMAT, CHECKPOINT_VERSION),
         **identity,
         "iteration": int(iteration),
@@ -142,11 +178,15 @@ def save_checkpoint(
         "extra": dict(extra or {}),
         "content_sha256": _content_digest(tensors),
     }
-    text = json.dumps(record, allow_nan=False)  # refuses NaN/inf scalars before anything is written
+    try:
+        record = seal(body)
+        text = json.dumps(record, allow_nan=False)  # refuses NaN/inf scalars before anything is written
+    except (IntegrityError, ValueError) as e:
+        raise IntegrityError(f"refusing to checkpoint a record that JSON cannot hold exactly ({e})") from e
     out_dir = Path(out_dir)
     tpath = out_dir / CHECKPOINT_TENSORS
     digest = save_tensors(tpath, tensors, metadata={"format": CHECKPOINT_FORMAT, "record": text})
-    write_json_atomic(out_dir / CHECKPOINT_JSON, {**record, "sha256": digest})
+    write_json_atomic(out_dir / CHECKPOINT_JSON, seal({**body, "sha256": digest}))
     return tpath
 
 
@@ -154,11 +194,12 @@ def load_checkpoint(out_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tens
     """Read and verify the checkpoint in ``out_dir``; None when there is none.
 
     Returns:
-        ``(record, state_tensors, generator_state)``; the tensors are on the CPU.
+        ``(record, state_tensors, generator_state)``; the record without its seal, the tensors on the CPU.
 
     Raises:
         IntegrityError: the tensor file fails its checksum or its content digest, is of another format or
-            version, or ``checkpoint.json`` exists without the tensor file.
+            version, either record was edited after it was written (the message names the field) or holds a field
+            of the wrong type, or ``checkpoint.json`` exists without the tensor file.
     """
     from safetensors.torch import load
 
@@ -179,7 +220,7 @@ def load_checkpoint(out_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tens
         raise IntegrityError(f"'{tpath}' is not a valid condense checkpoint ({e})") from e
     if not isinstance(embedded, dict):
         raise IntegrityError(f"'{tpath}' is not a condense checkpoint (no embedded record)")
-    check_stamp(embedded, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, tpath)
+    _check_record(embedded, tpath)
     got = _content_digest(tensors)
     if got != embedded.get("content_sha256"):
         raise IntegrityError(
@@ -187,8 +228,12 @@ def load_checkpoint(out_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tens
             f"file has {got[:16]}...; the file was modified"
         )
     sidecar = read_json(jpath) if jpath.is_file() else None
-    if isinstance(sidecar, dict) and sidecar.get("sha256") != file_sha:
-        if int(sidecar.get("iteration", -1)) >= int(embedded["iteration"]):
+    if sidecar is not None:
+        if not isinstance(sidecar, dict):
+            raise IntegrityError(f"'{jpath}' is not a condense checkpoint record (not a JSON object); {_START_OVER}")
+        _check_record(sidecar, jpath, sidecar=True)
+    if sidecar is not None and sidecar["sha256"] != file_sha:
+        if sidecar["iteration"] >= embedded["iteration"]:
             raise IntegrityError(
                 f"checksum mismatch for '{tpath}': '{jpath}' records {str(sidecar.get('sha256'))[:16]}..., file has "
                 f"{file_sha[:16]}...; the file was truncated or modified"
@@ -200,7 +245,15 @@ def load_checkpoint(out_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tens
         logger.warning("'%s' is missing; resuming from the record embedded in '%s'", jpath, tpath)
     gen_state = tensors.pop(_GEN_KEY)
     state_tensors = {k[len(_STATE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_STATE_PREFIX)}
-    return embedded, state_tensors, gen_state
+    return unseal(embedded), state_tensors, gen_state
+
+
+def _check_record(record: dict[str, Any], path: Path, sidecar: bool = False) -> None:
+    """Stamp, seal and field types of one checkpoint record (the embedded one, or ``checkpoint.json``)."""
+    check_stamp(record, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, path)
+    hint = f"the checkpoint cannot be trusted; {_START_OVER}"
+    check_seal(record, path, hint=hint)
+    check_fields(record, {**_RECORD_FIELDS, "sha256": str} if sidecar else _RECORD_FIELDS, path, hint=hint)
 
 
 def restore_state(record: dict[str, Any], tensors: dict[str, torch.Tensor], device: torch.device) -> MatchState:

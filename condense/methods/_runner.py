@@ -6,10 +6,19 @@ everything a long run needs around it:
 - **Checkpoints** every ``run.checkpoint_every`` iterations and at the end, into ``run.out_dir``: the state's
   tensors, the generator state and a JSON record (the format is ``condense.methods._checkpoint``). A kill between
   the two file writes leaves a tensor file that still verifies on its own: resume then uses it and says so.
-- **Resume** (``run.resume``): the checkpoint is verified (checksums), refused with :class:`MismatchError` when its
-  method, config, dataset or IPC differ from this run, then ``matcher.restore_runtime`` rebuilds what is not saved.
-  The generator state is restored too, so an interrupted-then-resumed run equals an uninterrupted one bit for bit
-  when the matcher draws all its randomness from the generator.
+- **Resume** (``run.resume``): the checkpoint is verified (checksums), refused with :class:`MismatchError` when
+  anything that defines the run differs: method, config, dataset (name, fingerprint, preprocessing), IPC
+  (``_checkpoint.run_identity``), and, added here, the generator's state before its first draw (the seed), the expert
+  buffer (:func:`buffer_identity`) and the condense version. Then ``matcher.restore_runtime`` rebuilds what is not
+  saved and the generator state is restored, so an interrupted-then-resumed run equals an uninterrupted one bit for
+  bit when the matcher draws all its randomness from the generator. ``run.restart`` moves an existing checkpoint
+  and log aside (into ``discarded-<time>/``) and starts over; a corrupt checkpoint is refused with that advice.
+- **Lock**: a run holds an exclusive ``flock`` on ``run.out_dir/.lock`` (which records its PID) from start to end,
+  so a second run into the same folder refuses at once with :class:`LockedError`. The kernel drops the lock when
+  the holder dies, so the file a killed run leaves behind blocks nothing. (Without ``fcntl``, on Windows, the lock
+  is skipped with a log note.)
+- **Plausibility gate**: the final set passes :func:`condense.methods._gate.check_plausible` (finite, images within
+  20x the real data's range, learned lr off its floor, labels in range) before it is returned.
 - **NaN/inf rollback**: before each step the state's tensors are cloned (only the tensors: the cost is one copy of
   the images, labels and optimizer moments per iteration, negligible next to a forward/backward pass; runtime
   objects are never copied). When a step returns a non-finite statistic or leaves a non-finite floating tensor or
@@ -32,32 +41,180 @@ included) and everything rebuildable in ``state.runtime``.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from condense.errors import DivergenceError, MismatchError
+from condense._version import __version__
+from condense.errors import DivergenceError, IntegrityError, LockedError, MismatchError
 from condense.methods._checkpoint import (
+    CHECKPOINT_JSON,
+    CHECKPOINT_TENSORS,
     identity_differences,
     load_checkpoint,
     restore_state,
     run_identity,
     save_checkpoint,
 )
+from condense.methods._gate import check_plausible
 from condense.methods.base import Matcher, MatchState, RunContext
 
-__all__ = ["run_matcher", "LOG_NAME", "MAX_CONSECUTIVE_DIVERGENCES"]
+try:  # POSIX only; the lock is skipped (with a log note) where it is missing
+    import fcntl
+except ImportError:  # pragma: no cover  (Windows)
+    fcntl = None
+
+__all__ = [
+    "run_matcher",
+    "run_key_extras",
+    "buffer_identity",
+    "generator_digest",
+    "LOG_NAME",
+    "LOCK_NAME",
+    "MAX_CONSECUTIVE_DIVERGENCES",
+]
 
 logger = logging.getLogger("condense")
 
 LOG_NAME = "log.jsonl"
+#: the lock file of a work folder (holds the PID of the run that has it)
+LOCK_NAME = ".lock"
+#: what to do about a checkpoint this run may not use (ends every such message)
+START_OVER = "rerun with --restart to discard the checkpoint, or use another --work-dir"
 #: Consecutive non-finite steps (each rolled back, image lr reduced) before the run gives up.
 MAX_CONSECUTIVE_DIVERGENCES = 5
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Identity of a run beyond _checkpoint.run_identity: seed, buffer, code version
+# ----------------------------------------------------------------------------------------------------------------------
+
+#: identity keys this module adds to ``run_identity`` (compared by :func:`_extra_differences`), with a hint each
+_EXTRA_KEYS = {
+    "generator_initial": "another --seed or generator",
+    "buffer": "another --buffer",
+    "condense_version": "another condense version",
+}
+
+
+def generator_digest(gen: torch.Generator) -> str:
+    """16 hex digits of sha256 over the generator's state: the seed identity, taken before the run's first draw."""
+    return hashlib.sha256(gen.get_state().cpu().numpy().tobytes()).hexdigest()[:16]
+
+
+def buffer_identity(matcher: Matcher, run: RunContext) -> str | None:
+    """``"<run_key>:<sha256 of manifest.json, 16 hex>"`` of the run's expert buffer; None for methods without one.
+
+    ``run_key`` names the buffer's settings (dataset, model, expert config, seed); the manifest digest adds which
+    experts it holds. A folder without a readable manifest gives ``"unreadable:<path>"`` (opening the buffer then
+    fails with its own message).
+    """
+    if not matcher.needs_buffer or run.buffer is None:
+        return None
+    from condense.expert_trajectories import MANIFEST_NAME
+
+    path = Path(run.buffer) / MANIFEST_NAME
+    try:
+        blob = path.read_bytes()
+        key = json.loads(blob).get("run_key", "?")
+    except (OSError, ValueError, AttributeError):
+        return f"unreadable:{run.buffer}"
+    return f"{key}:{hashlib.sha256(blob).hexdigest()[:16]}"
+
+
+def run_key_extras(matcher: Matcher, gen: torch.Generator, run: RunContext) -> dict[str, Any]:
+    """The identity fields the runner adds to ``run_identity``: seed (generator digest), buffer, condense version."""
+    return {
+        "generator_initial": generator_digest(gen),
+        "buffer": buffer_identity(matcher, run),
+        "condense_version": __version__,
+    }
+
+
+def _extra_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``"key: checkpoint X, this run Y (hint)"`` per extra identity field that differs (absent in old checkpoints)."""
+    out = []
+    for key, hint in _EXTRA_KEYS.items():
+        old = saved.get(key, "<absent>")
+        if old != current[key]:
+            out.append(f"{key}: checkpoint {old!r}, this run {current[key]!r} ({hint})")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Work-folder lock and restart
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class _FolderLock:
+    """An exclusive, non-blocking ``flock`` on ``folder/.lock``, held open for the run; the file records the PID.
+
+    The kernel releases a flock when its holder exits or is killed, so a stale file never blocks; the file itself is
+    left in place (deleting it would let two runs lock two different files of the same name).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:  # pragma: no cover  (Windows)
+            logger.info("no fcntl on this platform: '%s' is not locked against a second run", self.folder)
+            return
+        path = self.folder / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise LockedError(
+                f"'{self.folder}' is in use by another run (PID {holder} holds '{path}'); wait for it to finish, "
+                "or use another --work-dir"
+            ) from None
+        except OSError as e:  # a file system without flock (some network mounts): run unlocked, say so
+            os.close(fd)
+            logger.warning("could not lock '%s' (%s); running without a lock", path, e)
+            return
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def _discard_previous(out_dir: Path) -> dict[str, Any] | None:
+    """Move the checkpoint files and the log of ``out_dir`` aside into ``out_dir/discarded-<time>/`` (``--restart``).
+
+    Returns:
+        ``{"moved": [names], "to": folder}``, or None when there was nothing to discard.
+    """
+    names = [n for n in (CHECKPOINT_TENSORS, CHECKPOINT_JSON, LOG_NAME) if (out_dir / n).exists()]
+    if not names:
+        return None
+    stem = out_dir / time.strftime("discarded-%Y%m%d-%H%M%S")
+    dest, n = stem, 1
+    while dest.exists():
+        n += 1
+        dest = stem.with_name(f"{stem.name}-{n}")
+    dest.mkdir()
+    for name in names:
+        os.replace(out_dir / name, dest / name)
+    logger.warning("--restart: moved the previous run's %s from '%s' aside to '%s'", ", ".join(names), out_dir, dest)
+    return {"moved": names, "to": str(dest)}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -174,41 +331,63 @@ def run_matcher(matcher: Matcher, data: Any, cfg: Any, ipc: int, gen: torch.Gene
         data: the real dataset (an :class:`~condense.data.ImageData`).
         cfg: the matcher's resolved config; ``cfg.num_iterations`` is the loop length.
         ipc: images per class.
-        gen: the run's only source of randomness; restored from the checkpoint on resume.
-        run: device, output folder, checkpoint/eval cadence, quiet flag.
+        gen: the run's only source of randomness; its state before the first draw is part of the run's identity,
+            and on resume it is restored from the checkpoint.
+        run: device, output folder, checkpoint/eval cadence, resume/restart, quiet flag, buffer.
 
     Returns:
         ``matcher.to_synthetic(state)`` of the final state, with ``meta["iterations"]``, ``meta["seconds"]`` (total
         over all sessions of the run), ``meta["divergences"]`` and ``meta["resumed_from"]`` (None or the iteration).
 
     Raises:
-        MismatchError: ``run.out_dir`` holds a checkpoint of another method, config, dataset or IPC.
+        LockedError: another run holds ``run.out_dir``.
+        MismatchError: ``run.out_dir`` holds a checkpoint of another run (method, config, dataset, IPC, seed,
+            buffer or condense version).
         IntegrityError: the checkpoint fails its checksums.
-        DivergenceError: :data:`MAX_CONSECUTIVE_DIVERGENCES` non-finite steps in a row, or a non-finite initial state.
+        DivergenceError: :data:`MAX_CONSECUTIVE_DIVERGENCES` non-finite steps in a row, a non-finite initial state,
+            or a final set that fails the plausibility gate (:func:`condense.methods._gate.check_plausible`).
 
     Example:
         >>> from condense import distill, load_dataset  # doctest: +SKIP
         >>> syn = distill("dm", load_dataset("digits"), ipc=1, overrides={"num_iterations": 2})  # doctest: +SKIP
     """
+    lock = None if run.out_dir is None else _FolderLock(Path(run.out_dir))
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _run_locked(matcher, data, cfg, ipc, gen, run)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_locked(matcher: Matcher, data: Any, cfg: Any, ipc: int, gen: torch.Generator, run: RunContext) -> Any:
+    """:func:`run_matcher` once the work folder is locked."""
     num_iterations = int(cfg.num_iterations)
     out_dir = run.out_dir
-    identity = run_identity(matcher, data, cfg, ipc)
+    # the seed identity is the generator's state now, before the run's first draw
+    identity = {**run_identity(matcher, data, cfg, ipc), **run_key_extras(matcher, gen, run)}
     device = torch.device(run.device)
 
     start, divergences, seconds_before, resumed_from = 0, 0, 0.0, None
-    loaded = load_checkpoint(out_dir) if (out_dir is not None and run.resume) else None
+    discarded = _discard_previous(out_dir) if (out_dir is not None and run.restart) else None
+    loaded = None
+    if out_dir is not None and run.resume and not run.restart:
+        try:
+            loaded = load_checkpoint(out_dir)
+        except IntegrityError as e:
+            raise type(e)(f"{e}; {START_OVER}") from e
     if loaded is not None:
         record, tensors, gen_state = loaded
-        diffs = identity_differences(record, identity)
-        if diffs:
-            raise MismatchError(
-                f"the checkpoint in '{out_dir}' belongs to another run ({'; '.join(diffs)}); "
-                "use another --out folder, or delete the checkpoint to start afresh"
-            )
         if record.get("generator_device", "cpu") != gen.device.type:
             raise MismatchError(
                 f"the checkpoint in '{out_dir}' saved a {record.get('generator_device')} generator, this run passes a "
                 f"{gen.device.type} one; pass a generator on {record.get('generator_device')} to resume"
+            )
+        diffs = identity_differences(record, identity) + _extra_differences(record, identity)
+        if diffs:
+            raise MismatchError(
+                f"the checkpoint in '{out_dir}' belongs to another run ({'; '.join(diffs)}); {START_OVER}"
             )
         state = restore_state(record, tensors, device)
         gen.set_state(gen_state)
@@ -224,6 +403,8 @@ def run_matcher(matcher: Matcher, data: Any, cfg: Any, ipc: int, gen: torch.Gene
             raise DivergenceError(f"{matcher.name}: the initial state holds non-finite values in {', '.join(bad)}")
 
     log = _JsonlLog(None if out_dir is None else out_dir / LOG_NAME)
+    if discarded is not None:
+        log.write({"event": "restart", **discarded})
     if resumed_from is None:
         log.write({"event": "start", "method": matcher.name, "ipc": int(ipc), "num_iterations": num_iterations})
     else:
@@ -292,7 +473,11 @@ def run_matcher(matcher: Matcher, data: Any, cfg: Any, ipc: int, gen: torch.Gene
         if resumed_from != num_iterations:
             checkpoint(num_iterations, seconds)
         syn = matcher.to_synthetic(state)
-        _check_output(syn, matcher.name)
+        try:
+            check_plausible(syn, data)
+        except DivergenceError as e:
+            log.write({"event": "refused", "error": str(e)})
+            raise
         syn.meta.update(
             {
                 "iterations": num_iterations,
@@ -306,14 +491,3 @@ def run_matcher(matcher: Matcher, data: Any, cfg: Any, ipc: int, gen: torch.Gene
     finally:
         bar.close()
         log.close()
-
-
-def _check_output(syn: Any, name: str) -> None:
-    tensors = [("images", getattr(syn, "images", None)), ("labels", getattr(syn, "labels", None))]
-    tensors += list(getattr(syn, "tensors", {}).items())
-    for key, t in tensors:
-        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise DivergenceError(f"{name}: the final synthetic set holds non-finite values in '{key}'")
-    lr = getattr(syn, "lr", None)
-    if lr is not None and not math.isfinite(lr):
-        raise DivergenceError(f"{name}: the final learned lr is {lr}")

@@ -54,6 +54,8 @@ class RunContext:
         eval_models: architectures of each monitoring evaluation (None: the method's distillation model).
         eval_seeds: seeds of each monitoring evaluation.
         resume: resume from the newest checkpoint in ``out_dir`` when one exists.
+        restart: discard what a previous run left in ``out_dir`` (its checkpoint and log are moved aside into
+            ``out_dir/discarded-<time>/``) and start over (``--restart``).
         quiet: silence progress bars.
         buffer: path of an expert-trajectory buffer (trajectory matchers).
     """
@@ -66,6 +68,7 @@ class RunContext:
     eval_models: list[str] | None = None
     eval_seeds: int = 1
     resume: bool = True
+    restart: bool = False
     quiet: bool = False
     buffer: Path | None = None
 

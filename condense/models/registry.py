@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from condense import seeding
 from condense.errors import ConfigError
 from condense.registry import Registry
+from condense.seeding import seeded
 
 __all__ = ["MODELS", "TIMM_PREFIX", "create_model", "create_model_for", "list_models", "register_model"]
 
@@ -120,7 +120,7 @@ def create_model(
         def build() -> nn.Module:
             return builder(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **kwargs)
 
-    with seeding.seeded(seed):
+    with seeded(seed):
         return build()
 
 

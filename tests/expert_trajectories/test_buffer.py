@@ -228,3 +228,26 @@ def test_half_precision_storage(digits, tmp_path, buffer_dir):
     size16 = (tmp_path / "f16" / expert_filename(0)).stat().st_size
     size32 = (buffer_dir / expert_filename(0)).stat().st_size
     assert size16 < 0.6 * size32
+
+
+def test_open_refuses_an_edited_manifest_naming_the_field(buffer_dir, tmp_path):
+    path = _copy(buffer_dir, tmp_path)
+    m = json.loads((path / MANIFEST_NAME).read_text())
+    (path / MANIFEST_NAME).write_text(json.dumps({**m, "num_snapshots": EPOCHS}))
+    with pytest.raises(IntegrityError, match=r"field 'num_snapshots' was edited after the file was written"):
+        ExpertBuffer.open(path)
+    (path / MANIFEST_NAME).write_text(json.dumps(m))
+    assert ExpertBuffer.open(path).num_snapshots == EPOCHS + 1  # untouched: opens
+
+
+def test_a_replaced_expert_with_its_sha256_updated_is_refused(buffer_dir, tmp_path):
+    """The expert files' sha256 are inside the manifest's seal: swapping a file and its checksum is caught."""
+    from condense.io import sha256_file
+
+    path = _copy(buffer_dir, tmp_path)
+    shutil.copy(path / expert_filename(0), path / expert_filename(1))
+    m = json.loads((path / MANIFEST_NAME).read_text())
+    m["experts"][1]["sha256"] = sha256_file(path / expert_filename(1))
+    (path / MANIFEST_NAME).write_text(json.dumps(m))
+    with pytest.raises(IntegrityError, match=r"manifest\.json': field 'experts' was edited"):
+        ExpertBuffer.open(path)

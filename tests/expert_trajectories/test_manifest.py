@@ -122,9 +122,10 @@ def test_run_key_ignores_provenance_and_is_stable(digits):
     assert a["run_key"] == hashlib.sha256(canonical_json(keyed).encode()).hexdigest()[:16]
     assert _header(digits, seed=6)["run_key"] != a["run_key"]
     assert _header(digits, dtype="bfloat16")["run_key"] != a["run_key"]
-    # Recorded by condense before the recorder split (same settings): a buffer written then still resumes. If this
-    # changes on purpose, bump FORMAT_VERSION so old folders are refused with a clear message instead.
-    assert a["run_key"] == "0594661ca392e7d6"
+    # Recorded by condense at format version 2 (sealed manifests; version 1 gave "0594661ca392e7d6"): a buffer
+    # written then still resumes. If this changes on purpose, bump FORMAT_VERSION so old folders are refused with a
+    # clear message instead.
+    assert a["run_key"] == "e3620be4992c35e1"
 
 
 def test_seed_rule_matches_the_recorded_string():
@@ -195,3 +196,173 @@ def test_scan_keeps_whole_files_and_skips_damaged_ones(buffer_dir, tmp_path, cap
     assert read_expert_record(path / expert_filename(3)) is None
     with pytest.raises(MismatchError, match="other settings"):
         scan_experts(path, {**header, "run_key": "0" * 16})
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The seal (format version 2): edited manifests and expert records are refused naming the field
+# ----------------------------------------------------------------------------------------------------------------------
+
+_MANIFEST_EDITS = {
+    "num_params": 12,
+    "dataset": {"name": "mnist"},
+    "model": {"name": "convnet_bn"},
+    "seed": 8,
+    "epochs": 5,
+    "preprocessing": {"mean": [0.5], "std": [0.5], "zca": None},
+    "kind": "flat",
+    "config": {},
+    "param_names": [],
+}
+
+
+def _opens(path: Path) -> list:
+    return [lambda: read_manifest(path / MANIFEST_NAME), lambda: ExpertBuffer.open(path)]
+
+
+@pytest.mark.parametrize("field", sorted(_MANIFEST_EDITS))
+def test_edited_manifest_field_is_refused_naming_it(buffer_dir, tmp_path, field):
+    path = _copy(buffer_dir, tmp_path)
+    m = json.loads((path / MANIFEST_NAME).read_text())
+    m[field] = _MANIFEST_EDITS[field]
+    (path / MANIFEST_NAME).write_text(json.dumps(m, indent=2))
+    want = rf"manifest\.json': field '{field}' was edited after the file was written \(recorded sha256 .*record it"
+    for call in _opens(path):
+        with pytest.raises(IntegrityError, match=want):
+            call()
+
+
+def test_edited_expert_entry_in_the_manifest_names_the_expert_and_field(buffer_dir, tmp_path):
+    path = _copy(buffer_dir, tmp_path)
+    m = json.loads((path / MANIFEST_NAME).read_text())
+    edited = json.loads(json.dumps(m))
+    edited["experts"][1]["seeds"]["init"] += 1
+    (path / MANIFEST_NAME).write_text(json.dumps(edited))
+    for call in _opens(path):
+        with pytest.raises(IntegrityError, match=r"field 'experts\[1\]\.seeds' was edited after the file was written"):
+            call()
+    edited = json.loads(json.dumps(m))
+    edited["experts"][0]["sha256"] = "0" * 64  # the manifest's own field of the entry: its top-level seal names it
+    (path / MANIFEST_NAME).write_text(json.dumps(edited))
+    with pytest.raises(IntegrityError, match=r"field 'experts' was edited"):
+        ExpertBuffer.open(path)
+
+
+@pytest.mark.parametrize("field, value", [("num_params", "1234"), ("seed", "7"), ("dtype", ["float32"])])
+def test_manifest_field_of_the_wrong_type_is_one_line(buffer_dir, tmp_path, field, value):
+    from condense.io import seal
+
+    path = _copy(buffer_dir, tmp_path)
+    m = json.loads((path / MANIFEST_NAME).read_text())
+    (path / MANIFEST_NAME).write_text(json.dumps({**m, field: value}))
+    with pytest.raises(IntegrityError, match=rf"field '{field}'"):
+        ExpertBuffer.open(path)
+    (path / MANIFEST_NAME).write_text(json.dumps(seal({**m, field: value})))  # re-sealed: the type check names it
+    with pytest.raises(IntegrityError, match=rf"field '{field}' (is|names)") as e:
+        ExpertBuffer.open(path)
+    assert "\n" not in str(e.value)
+
+
+def test_resealed_manifest_that_contradicts_itself_is_refused(buffer_dir, tmp_path):
+    from condense.io import seal
+
+    path = _copy(buffer_dir, tmp_path)
+    m = json.loads((path / MANIFEST_NAME).read_text())
+    (path / MANIFEST_NAME).write_text(json.dumps(seal({**m, "num_params": m["num_params"] + 1})))
+    with pytest.raises(IntegrityError, match=r"'param_names', 'param_shapes' and 'num_params'.*disagree"):
+        ExpertBuffer.open(path)
+    (path / MANIFEST_NAME).write_text(json.dumps(seal({**m, "num_snapshots": 99})))
+    with pytest.raises(IntegrityError, match=r"field 'num_snapshots' \(99\) disagrees"):
+        ExpertBuffer.open(path)
+
+
+@pytest.mark.parametrize("cut", [0, 10, -1])
+def test_truncated_manifest_is_refused(buffer_dir, tmp_path, cut):
+    path = _copy(buffer_dir, tmp_path)
+    text = (path / MANIFEST_NAME).read_text()
+    (path / MANIFEST_NAME).write_text(text[:cut] if cut >= 0 else text.rstrip()[:-1])
+    for call in _opens(path):
+        with pytest.raises(IntegrityError, match=r"manifest\.json' is not valid JSON"):
+            call()
+    with pytest.raises(IntegrityError, match="not valid JSON"):
+        check_existing(path, json.loads(text))
+
+
+def _rewrite_record(f: Path, **changes) -> None:
+    """Rewrite an expert file with its header record changed (tensor bytes kept), as a hand edit would."""
+    from safetensors.torch import load_file
+
+    from condense.io import read_metadata, save_tensors
+
+    meta = read_metadata(f)
+    rec = json.loads(meta["record"])
+    rec.update(changes)
+    save_tensors(f, load_file(f), metadata={**meta, "record": json.dumps(rec)})
+
+
+@pytest.mark.parametrize("field, value", [("seeds", {"init": 1, "order": 2, "aug": 3}), ("id", 0), ("run_key", "x")])
+def test_edited_expert_file_record_is_refused_on_resume(buffer_dir, tmp_path, field, value):
+    path = _copy(buffer_dir, tmp_path)
+    header = json.loads((path / MANIFEST_NAME).read_text())
+    f = path / expert_filename(1)
+    _rewrite_record(f, **{field: value})
+    want = rf"{expert_filename(1)}': field '{field}' was edited after the file was written.*delete that expert file"
+    with pytest.raises(IntegrityError, match=want):
+        read_expert_record(f)
+    with pytest.raises(IntegrityError, match=want):
+        scan_experts(path, header)
+
+
+def test_expert_file_record_of_the_wrong_type_or_version_is_refused(buffer_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from condense.io import read_metadata, save_tensors, seal
+
+    path = _copy(buffer_dir, tmp_path)
+    f = path / expert_filename(0)
+    meta = read_metadata(f)
+    rec = json.loads(meta["record"])
+    save_tensors(f, load_file(f), metadata={**meta, "record": json.dumps(seal({**rec, "attempt": "0"}))})
+    with pytest.raises(IntegrityError, match=r"field 'attempt' is a string \('0'\), expected an integer"):
+        read_expert_record(f)
+    save_tensors(f, load_file(f), metadata={**meta, "record": '{"id": 0'})
+    with pytest.raises(IntegrityError, match="holds no readable expert record"):
+        read_expert_record(f)
+    save_tensors(f, load_file(f), metadata={**meta, "format_version": "1"})
+    with pytest.raises(IntegrityError, match=r"format version '1'; this condense reads version 2"):
+        read_expert_record(f)
+
+
+def test_every_record_is_sealed_once_and_listed_with_its_seal(buffer_dir):
+    from condense.io import check_seal
+
+    assert FORMAT_VERSION == 2
+    m = json.loads((buffer_dir / MANIFEST_NAME).read_text())
+    check_seal(m, MANIFEST_NAME)
+    for e in m["experts"]:
+        rec = read_expert_record(buffer_dir / e["file"])  # the sealed file record, run_key included
+        assert rec["meta_sha256"] == e["meta_sha256"] and rec["run_key"] == m["run_key"]
+        check_seal(rec, e["file"])
+
+
+def test_resuming_a_version_1_buffer_says_how_to_start_over(buffer_dir, tmp_path):
+    from condense.io import unseal
+
+    path = _copy(buffer_dir, tmp_path)
+    m = json.loads((path / MANIFEST_NAME).read_text())
+    (path / MANIFEST_NAME).write_text(json.dumps({**unseal(m), "format_version": 1}))
+    want = r"format version 1; this condense reads version 2.*cannot be resumed: record into another --out folder"
+    with pytest.raises(IntegrityError, match=want) as e:
+        check_existing(path, m)
+    assert str(path) in str(e.value)
+    with pytest.raises(IntegrityError, match=r"format version 1; this condense reads version 2"):
+        ExpertBuffer.open(path)
+
+
+def test_resuming_into_an_edited_manifest_is_refused(buffer_dir, tmp_path):
+    path = _copy(buffer_dir, tmp_path)
+    m = json.loads((path / MANIFEST_NAME).read_text())
+    (path / MANIFEST_NAME).write_text(json.dumps({**m, "seed": 8}))
+    with pytest.raises(IntegrityError, match=r"field 'seed' was edited.*cannot be resumed"):
+        check_existing(path, m)
+    (path / MANIFEST_NAME).write_text(json.dumps(m))
+    check_existing(path, m)  # untouched: resumes

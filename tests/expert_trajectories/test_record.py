@@ -1,4 +1,5 @@
-"""record_experts: argument checks, resume rules, resume after a real kill, torchrun over two processes."""
+"""record_experts: argument checks, resume rules, mid-expert checkpoints, resume after a real kill, torchrun over two
+processes."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ import torch
 
 from condense.errors import ConfigError, IntegrityError, MismatchError
 from condense.expert_trajectories import (
+    FORMAT_VERSION,
     MANIFEST_NAME,
     ExpertBuffer,
     expert_filename,
     get_expert_config,
     record_experts,
 )
+from condense.expert_trajectories._train import Trainer
 
 MODEL_KW = {"width": 8}
 REPO = Path(__file__).resolve().parents[2]
@@ -65,6 +68,9 @@ def test_bad_arguments_are_refused(digits, tmp_path):
         record_experts(digits, "convnet", 1, 0, tmp_path)
     with pytest.raises(ConfigError, match="did you mean 'datm'"):
         record_experts(digits, "convnet", 1, 1, tmp_path, kind="dtam")
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ConfigError, match="checkpoint_every_epochs"):
+            record_experts(digits, "convnet", 1, 1, tmp_path, checkpoint_every_epochs=bad)
 
 
 def test_kind_may_be_a_preset(digits, tmp_path):
@@ -104,9 +110,109 @@ def test_resume_refuses_another_format_version(digits, tmp_path):
     m = json.loads((tmp_path / MANIFEST_NAME).read_text())
     m["format_version"] = 0
     (tmp_path / MANIFEST_NAME).write_text(json.dumps(m))
-    with pytest.raises(IntegrityError, match=r"format version 0; this condense reads version 1") as e:
+    with pytest.raises(IntegrityError, match=rf"format version 0; this condense reads version {FORMAT_VERSION}") as e:
         _record(digits, tmp_path, n=1, epochs=1)
     assert str(tmp_path / MANIFEST_NAME) in str(e.value)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Mid-expert checkpoints (a crash is simulated in-process; the real kills are below and in tests/test_faults_kill.py)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_after(monkeypatch, n_epochs: int) -> None:
+    """Make the n-th per-epoch evaluation of this process raise, as a kill after n - 1 finished epochs would."""
+    real = Trainer.evaluate
+    calls = {"n": 0}
+
+    def evaluate(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n_epochs:
+            raise _Crash
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+
+
+def _partials(out: Path) -> list[Path]:
+    return sorted(out.glob("partial_*"))
+
+
+def _log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line]
+
+
+@pytest.mark.parametrize("at_once, crash", [(1, 5), (2, 3)])  # inside expert 1 (epoch 1 of 3 done); vmapped pair
+def test_crash_inside_an_expert_resumes_bit_identical(digits, tmp_path, monkeypatch, at_once, crash):
+    cfg = get_expert_config("smooth", batch_size=256, augment="dsa_noflip")  # momentum, lr decay at epoch 2, DSA
+    ref = _record(digits, tmp_path / "ref", n=2, epochs=3, config=cfg, experts_at_once=at_once)
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _crash_after(m, crash)
+        with pytest.raises(_Crash):
+            _record(digits, out, n=2, epochs=3, config=cfg, experts_at_once=at_once)
+    (folder,) = _partials(out)
+    assert folder.name.startswith(f"partial_{ref.manifest['run_key']}_")  # keyed by the run
+    rec = json.loads((folder / "checkpoint.json").read_text())
+    assert rec["epoch"] == crash - 1 - 3 * (at_once == 1) and rec["num_snapshots"] == rec["epoch"] + 1
+    assert [e["id"] for e in rec["experts"]] == ([1] if at_once == 1 else [0, 1])
+
+    buf = _record(digits, out, n=2, epochs=3, config=cfg, experts_at_once=at_once)
+    assert _partials(out) == []  # deleted once its experts are written
+    resumes = [e for e in _log(out) if e["event"] == "resume"]
+    assert [r["from_epoch"] for r in resumes] == [rec["epoch"]]
+    for e in range(2):
+        assert torch.equal(buf.trajectory(e), ref.trajectory(e))  # bit-identical, not close
+        a, b = buf.expert_record(e), ref.expert_record(e)
+        assert (a["accuracy_curve"], a["train_loss_curve"]) == (b["accuracy_curve"], b["train_loss_curve"])
+
+
+def test_a_damaged_or_foreign_checkpoint_is_never_resumed(digits, tmp_path, monkeypatch, caplog):
+    ref = _record(digits, tmp_path / "ref", n=1, epochs=3)
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _crash_after(m, 3)
+        with pytest.raises(_Crash):
+            _record(digits, out, n=1, epochs=3)
+    (folder,) = _partials(out)
+    rec = json.loads((folder / "checkpoint.json").read_text())
+    assert rec["epoch"] == 2
+    rec["lr"] = 0.5  # an edited record fails its seal: the expert starts over, and still ends as the reference
+    (folder / "checkpoint.json").write_text(json.dumps(rec))
+    with caplog.at_level("WARNING", logger="condense"):
+        buf = _record(digits, out, n=1, epochs=3)
+    assert "unusable" in caplog.text and "lr" in caplog.text
+    assert torch.equal(buf.trajectory(0), ref.trajectory(0)) and _partials(out) == []
+    assert not [e for e in _log(out) if e["event"] == "resume"]
+
+    other = tmp_path / "other"  # another configuration's checkpoint in the folder: refused, never resumed
+    with monkeypatch.context() as m:
+        _crash_after(m, 2)
+        with pytest.raises(_Crash):
+            _record(digits, other, n=1, epochs=3)
+    (other / MANIFEST_NAME).unlink()  # without the manifest the checkpoint itself must refuse
+    with pytest.raises(MismatchError, match="other settings"):
+        _record(digits, other, n=1, epochs=4)
+
+
+def test_checkpoints_can_be_turned_off_or_spaced(digits, tmp_path, monkeypatch):
+    for every, crash, expected in ((0, 3, None), (2, 4, 2)):
+        out = tmp_path / f"every{every}"
+        with monkeypatch.context() as m:
+            _crash_after(m, crash)
+            with pytest.raises(_Crash):
+                _record(digits, out, n=1, epochs=4, checkpoint_every_epochs=every)
+        found = _partials(out)
+        got = json.loads((found[0] / "checkpoint.json").read_text())["epoch"] if found else None
+        assert got == expected
+        files = sorted(f.name for f in found[0].iterdir()) if found else []
+        assert files == (
+            [] if not found else ["checkpoint.json", "snapshots_00000_00003.safetensors", "state_00002.safetensors"]
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -139,14 +245,15 @@ def test_kill_then_resume(digits, tmp_path):
     proc = subprocess.Popen([sys.executable, str(script), str(out)], env=_env(), stderr=subprocess.PIPE)
     first = out / expert_filename(0)
     deadline = time.monotonic() + 120
+    log = out / "log.jsonl"
     try:
-        while not first.exists():
+        # kill inside expert 1, once it has a checkpoint (epoch 1 of 3: 12 steps x 30 ms per epoch)
+        while not (log.is_file() and '"event": "checkpoint", "experts": [1]' in log.read_text()):
             if proc.poll() is not None:
                 pytest.fail(f"recorder exited early ({proc.returncode}): {proc.stderr.read().decode()[-2000:]}")
             if time.monotonic() > deadline:
-                pytest.fail("recorder wrote no expert within 120 s")
+                pytest.fail("recorder checkpointed no expert 1 within 120 s")
             time.sleep(0.02)
-        time.sleep(0.2)  # expert 1 is now half trained (36 steps x 30 ms each)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -157,15 +264,19 @@ def test_kill_then_resume(digits, tmp_path):
     m = json.loads((out / MANIFEST_NAME).read_text())
     assert [e["status"] for e in m["experts"]] == ["done", "pending", "pending"]
     assert not (out / expert_filename(1)).exists()
+    (partial,) = _partials(out)
+    saved = json.loads((partial / "checkpoint.json").read_text())["epoch"]
+    assert saved in (1, 2)
     stamp = first.stat().st_mtime_ns
 
     cfg = get_expert_config("vanilla", batch_size=128, augment="dsa_noflip")
     resumed = _record(digits, out, n=3, epochs=3, config=cfg, experts_at_once=1)
     assert resumed.num_experts == 3 and first.stat().st_mtime_ns == stamp
-    assert not list(out.glob(".*.tmp"))
+    assert not list(out.glob(".*.tmp")) and _partials(out) == []
+    assert [e["from_epoch"] for e in _log(out) if e["event"] == "resume"] == [saved]
     reference = _record(digits, tmp_path / "ref", n=3, epochs=3, config=cfg, experts_at_once=1)
-    for e in range(3):  # the interrupted expert was redone from scratch: same trajectory as an uninterrupted run
-        torch.testing.assert_close(resumed.trajectory(e), reference.trajectory(e), rtol=1e-6, atol=1e-6)
+    for e in range(3):  # the interrupted expert continued from its checkpoint: bit-identical to an uninterrupted run
+        assert torch.equal(resumed.trajectory(e), reference.trajectory(e)), e
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The K-expert trainer: vmap == loop, functional SGD against torch.optim.SGD, BatchNorm, snapshot plan, divergence."""
+"""The K-expert trainer: vmap == loop, functional SGD against torch.optim.SGD, BatchNorm, snapshot plan, divergence,
+resume from an epoch's state."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from condense.expert_trajectories import (
     get_expert_config,
     record_experts,
 )
-from condense.expert_trajectories._train import Expert, augment_experts, snapshot_steps
-from condense.models import create_model
+from condense.expert_trajectories._train import Expert, GroupState, Trainer, augment_experts, snapshot_steps
+from condense.models import create_model, has_running_stats
 
 MODEL_KW = {"width": 8}
 
@@ -145,3 +146,56 @@ def test_diverged_expert_is_never_saved(digits, tmp_path):
     m = json.loads((tmp_path / MANIFEST_NAME).read_text())
     assert m["experts"][0]["status"] == "failed"
     assert not (tmp_path / expert_filename(0)).exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Resume from the state handed to on_epoch
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _copy_state(st: GroupState) -> GroupState:
+    """What a checkpoint keeps: every tensor cloned to the CPU, every list copied."""
+    cpu = {k: {n: t.detach().cpu().clone() for n, t in getattr(st, k).items()} for k in ("params", "mom", "buffers")}
+    return GroupState(
+        st.epoch,
+        st.step,
+        st.lr,
+        cpu["params"],
+        cpu["mom"],
+        cpu["buffers"],
+        [s.clone() for s in st.snapshots],
+        st.finite.clone(),
+        [list(c) for c in st.accuracy_curves],
+        [list(c) for c in st.train_loss_curves],
+        st.seconds,
+    )
+
+
+@pytest.mark.parametrize(
+    "kind, model, k",
+    [("smooth", "convnet", 2), ("flat", "convnet_bn", 1)],  # vmapped with momentum + lr decay; BatchNorm buffers
+)
+def test_a_group_resumed_from_an_epoch_state_ends_bit_identical(digits, kind, model, k):
+    cfg = get_expert_config(kind, batch_size=256, augment="dsa_noflip", lr_decay_epoch=2, lr_decay_factor=0.5)
+    net = create_model(model, in_channels=1, num_classes=10, image_size=digits.image_size, seed=0, **MODEL_KW)
+    bn = has_running_stats(net)
+    trainer = Trainer(digits, model, MODEL_KW, cfg, 3, None, torch.device("cpu"), torch.float32, bn, True)
+    kept: dict[int, tuple[GroupState, list]] = {}
+
+    def keep(st: GroupState, group: list[Expert]) -> None:
+        gens = [(e.order_gen.get_state(), e.aug_gen.get_state()) for e in group]
+        kept[st.epoch] = (_copy_state(st), gens)
+
+    group = [Expert.make(0, i, 0) for i in range(k)]
+    ref = trainer.train_group(group, on_epoch=lambda st: keep(st, group))
+    assert sorted(kept) == [1, 2, 3]
+    for epoch in (1, 2):  # before and after the lr decay at epoch 2
+        state, gens = kept[epoch]
+        again = [Expert.make(0, i, 0) for i in range(k)]
+        for e, (order, aug) in zip(again, gens):
+            e.order_gen.set_state(order)
+            e.aug_gen.set_state(aug)
+        res = trainer.train_group(again, resume=state)
+        for a, b in zip(res, ref):
+            assert a.ok and torch.equal(a.snapshots, b.snapshots), epoch
+            assert a.accuracy_curve == b.accuracy_curve and a.train_loss_curve == b.train_loss_curve

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from condense.errors import DivergenceError, IntegrityError, MismatchError
+from condense.io import seal
 from condense.methods import RunContext, distill
 from condense.methods._checkpoint import CHECKPOINT_JSON, CHECKPOINT_TENSORS, CHECKPOINT_VERSION, load_checkpoint
 from condense.methods._runner import LOG_NAME, MAX_CONSECUTIVE_DIVERGENCES, run_matcher
@@ -185,8 +186,8 @@ def test_checkpoint_then_resume_equals_uninterrupted_dm(digits, tmp_path, monkey
         distill("dm", digits, ipc=2, overrides=TINY_DM, generator=torch.Generator().manual_seed(3), run=run)
     monkeypatch.setattr(DM, "step", real_step)
     assert json.loads((tmp_path / CHECKPOINT_JSON).read_text())["iteration"] == 3
-    # the generator passed to the resumed run is irrelevant: its state comes from the checkpoint
-    syn = distill("dm", digits, ipc=2, overrides=TINY_DM, generator=torch.Generator().manual_seed(99), run=run)
+    # the same seed (another one is refused); the generator's advanced state comes from the checkpoint
+    syn = distill("dm", digits, ipc=2, overrides=TINY_DM, generator=torch.Generator().manual_seed(3), run=run)
     assert syn.meta["resumed_from"] == 3 and syn.meta["iterations"] == 6
     assert torch.equal(syn.images, ref.images) and torch.equal(syn.labels, ref.labels)
     assert [e["from_iteration"] for e in _events(tmp_path) if e.get("event") == "resume"] == [3]
@@ -195,7 +196,7 @@ def test_checkpoint_then_resume_equals_uninterrupted_dm(digits, tmp_path, monkey
 def test_resume_of_a_finished_run_returns_it(digits, tmp_path):
     run = RunContext(out_dir=tmp_path, checkpoint_every=4, quiet=True)
     a = _toy(digits, run=run)
-    b = _toy(digits, run=run, seed=5)
+    b = _toy(digits, run=run, seed=0)
     assert b.meta["resumed_from"] == 6 and torch.equal(a.images, b.images)
 
 
@@ -229,7 +230,7 @@ def test_checkpoint_carries_the_shared_stamp_and_refuses_other_versions(digits, 
     run = RunContext(out_dir=tmp_path, checkpoint_every=2, quiet=True)
     _toy(digits, run=run)
     record, _, _ = load_checkpoint(tmp_path)
-    assert record["format"] == "condense.checkpoint" and record["format_version"] == CHECKPOINT_VERSION == 2
+    assert record["format"] == "condense.checkpoint" and record["format_version"] == CHECKPOINT_VERSION == 3
     assert {"condense", "torch", "created"} <= set(record["provenance"])
     sidecar = json.loads((tmp_path / CHECKPOINT_JSON).read_text())
     assert sidecar["format_version"] == CHECKPOINT_VERSION and sidecar["iteration"] == 6
@@ -258,7 +259,7 @@ def test_kill_between_tensor_and_json_write_still_resumes(digits, tmp_path):
     # put back the sidecar of an older checkpoint of the same run next to the newest tensor file
     old = json.loads((tmp_path / CHECKPOINT_JSON).read_text())
     old.update(iteration=2, sha256="0" * 64)
-    (tmp_path / CHECKPOINT_JSON).write_text(json.dumps(old))
+    (tmp_path / CHECKPOINT_JSON).write_text(json.dumps(seal(old)))  # condense wrote the older sidecar: it is sealed
     syn = _toy(digits, run=run)
     assert syn.meta["resumed_from"] == 6 and torch.equal(syn.images, ref.images)
 
@@ -352,3 +353,84 @@ def test_a_torn_log_line_does_not_swallow_the_resume_event(digits, tmp_path):
     torn = lines.index('{"it": 6, "sta')
     after = [json.loads(line) for line in lines[torn + 1 :]]
     assert after[0] == {"event": "resume", "from_iteration": 6} and after[-1]["event"] == "end"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The sealed checkpoint records (format version 3)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _checkpointed(digits, tmp_path) -> RunContext:
+    run = RunContext(out_dir=tmp_path, checkpoint_every=2, quiet=True)
+    _toy(digits, run=run)
+    return run
+
+
+def _rewrite_embedded(tmp_path: Path, record: dict) -> None:
+    """Rewrite the tensor file with another embedded record (tensor bytes kept), as a hand edit would."""
+    from safetensors.torch import load_file
+
+    from condense.io import save_tensors
+
+    path = tmp_path / CHECKPOINT_TENSORS
+    save_tensors(path, load_file(path), metadata={"format": "condense.checkpoint", "record": json.dumps(record)})
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("config", {"num_iterations": 6, "lr_img": 5.0}), ("iteration", 4), ("ipc", 2), ("scalars", {"lr_img": 9.0})],
+)
+def test_edited_checkpoint_json_is_refused_naming_the_field(digits, tmp_path, field, value):
+    run = _checkpointed(digits, tmp_path)
+    side = json.loads((tmp_path / CHECKPOINT_JSON).read_text())
+    (tmp_path / CHECKPOINT_JSON).write_text(json.dumps({**side, field: value}))
+    want = rf"checkpoint\.json': field '{field}' was edited after the file was written.*start afresh"
+    with pytest.raises(IntegrityError, match=want):
+        load_checkpoint(tmp_path)
+    with pytest.raises(IntegrityError, match=want):
+        _toy(digits, run=run)
+
+
+@pytest.mark.parametrize("field, value", [("config", {"num_iterations": 6, "lr_img": 5.0}), ("iteration", 2)])
+def test_edited_embedded_record_is_refused_naming_the_field(digits, tmp_path, field, value):
+    run = _checkpointed(digits, tmp_path)
+    record, _, _ = load_checkpoint(tmp_path)
+    sealed = json.loads(json.dumps({**seal(record), field: value}))
+    _rewrite_embedded(tmp_path, sealed)
+    with pytest.raises(IntegrityError, match=rf"checkpoint\.safetensors': field '{field}' was edited"):
+        _toy(digits, run=run)
+
+
+@pytest.mark.parametrize("field, value", [("iteration", "6"), ("config", []), ("extra", None), ("ipc", True)])
+def test_checkpoint_field_of_the_wrong_type_is_one_line(digits, tmp_path, field, value):
+    _checkpointed(digits, tmp_path)
+    side = json.loads((tmp_path / CHECKPOINT_JSON).read_text())
+    (tmp_path / CHECKPOINT_JSON).write_text(json.dumps({**side, field: value}))
+    with pytest.raises(IntegrityError, match=rf"field '{field}' was edited"):
+        load_checkpoint(tmp_path)
+    (tmp_path / CHECKPOINT_JSON).write_text(json.dumps(seal({**side, field: value})))  # re-sealed: the type check
+    with pytest.raises(IntegrityError, match=rf"checkpoint\.json': field '{field}' is .*, expected") as e:
+        load_checkpoint(tmp_path)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("cut", [0, 40, -3])
+def test_truncated_checkpoint_json_is_refused(digits, tmp_path, cut):
+    _checkpointed(digits, tmp_path)
+    text = (tmp_path / CHECKPOINT_JSON).read_text()
+    (tmp_path / CHECKPOINT_JSON).write_text(text[:cut])
+    with pytest.raises(IntegrityError, match=r"checkpoint\.json' is not valid JSON"):
+        load_checkpoint(tmp_path)
+
+
+def test_checkpoint_records_are_sealed_and_version_2_is_refused(digits, tmp_path):
+    from condense.io import check_seal, unseal
+
+    run = _checkpointed(digits, tmp_path)
+    side = json.loads((tmp_path / CHECKPOINT_JSON).read_text())
+    check_seal(side, CHECKPOINT_JSON)
+    record, tensors, gen_state = load_checkpoint(tmp_path)  # untouched: loads, the seal stripped
+    assert "meta_sha256" not in record and {k: v for k, v in unseal(side).items() if k != "sha256"} == record
+    _rewrite_embedded(tmp_path, {**record, "format_version": 2})  # what condense wrote before the seal
+    with pytest.raises(IntegrityError, match=r"format version 2; this condense reads version 3"):
+        _toy(digits, run=run)
