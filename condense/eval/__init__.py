@@ -2,14 +2,14 @@
 
 Layout: :mod:`~condense.eval.protocol` (the recipes, one ``PROTOCOLS`` registry), :mod:`~condense.eval.images`
 (image models, seeds x models, vmap or loop), :mod:`~condense.eval.graphs` (GNNs), :mod:`~condense.eval.evaluate`
-(the entry points, dispatching on ``data.kind``) and :mod:`~condense.eval.metrics`. Nothing here imports
-``condense.methods``.
+(the entry points, dispatching on ``data.kind``), :mod:`~condense.eval.checks` (their argument checks) and
+:mod:`~condense.eval.metrics`. Nothing here imports ``condense.methods``.
 """
 
 from __future__ import annotations
 
+from condense.eval.checks import check_kind
 from condense.eval.evaluate import (
-    check_kind,
     evaluate,
     evaluate_tensors,
     full_data_baseline,

@@ -13,8 +13,6 @@ Rows keep each kind's format: image rows carry ``protocol`` (a name), ``protocol
 
 from __future__ import annotations
 
-import math
-import numbers
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -25,11 +23,19 @@ from condense.config import check_range
 from condense.data.base import ImageData
 from condense.errors import ArgumentTypeError, ConfigError, MismatchError
 from condense.eval import graphs
+from condense.eval.checks import (
+    check_count,
+    check_images,
+    check_ipc,
+    check_kind,
+    check_labels,
+    check_options,
+    data_kind,
+    images_only,
+)
 from condense.eval.images import train_and_test
 from condense.eval.metrics import summarize
 from condense.eval.protocol import DEFAULT_PROTOCOLS, EvalProtocol, GraphProtocol, get_protocol
-from condense.models.gnn import GNNS
-from condense.models.registry import MODELS, TIMM_PREFIX
 from condense.seeding import generator as seeded_generator
 from condense.synthetic import SyntheticSet
 
@@ -38,203 +44,15 @@ __all__ = [
     "evaluate_tensors",
     "random_real_baseline",
     "full_data_baseline",
-    "check_kind",
-    "check_count",
-    "check_ipc",
 ]
 
 DEFAULT_MODELS = ("convnet",)
 
-#: SyntheticSet.kind -> the data.kind it is evaluated on, and how messages name it.
-_SYN_KINDS = {"images": ("images", "an image set"), "graph_summary": ("graphs", "a graph summary")}
-_DATA_KINDS = ("images", "graphs")
 
-
-def _data_kind(data: Any) -> str:
-    kind = getattr(data, "kind", None)
-    if kind not in _DATA_KINDS:
-        raise ArgumentTypeError(
-            f"cannot evaluate on a {type(data).__name__}: data must be an ImageData or a GraphData "
-            "(data.kind 'images' or 'graphs'); load it with condense.data.load_dataset"
-        )
-    return kind
-
-
-# ---------------------------------------------------------------------------------------------- argument checks
-
-
-def check_count(name: str, value: Any, lo: int = 1) -> int:
-    """``value`` as an ``int >= lo``: one-line errors for a bool, a float, a string or a value below ``lo``.
-
-    Raises:
-        ArgumentTypeError: ``value`` is not an int (``1.5``, ``"3"``, ``True``).
-        ConfigError: ``value < lo``.
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ArgumentTypeError(f"{name} must be an int >= {lo}, got {type(value).__name__} {value!r}")
-    if value < lo:
-        raise ConfigError(f"{name}={value} is out of range; allowed: an int >= {lo}")
-    return int(value)
-
-
-def _class_sizes(data: Any) -> list[int]:
-    y = getattr(data, "y_train", None)
-    if isinstance(y, torch.Tensor) and y.ndim == 1 and not y.is_floating_point():
-        return torch.bincount(y.cpu(), minlength=data.num_classes).tolist()
-    return [int(data.indices_of_class(c).numel()) for c in range(data.num_classes)]
-
-
-def check_ipc(data: Any, ipc: Any) -> int:
-    """``ipc`` as an int between 1 and the size of ``data``'s smallest training class.
-
-    A larger ipc cannot be honoured: a per-class draw returns the whole class, so the set would be labelled with an
-    ipc it does not have (``random_real`` at ipc 1e9 used to save the whole training set labelled ipc 1e9).
-
-    Raises:
-        ArgumentTypeError: ``ipc`` is not an int. ConfigError: ``ipc < 1`` or larger than the smallest class.
-    """
-    ipc = check_count("ipc", ipc)
-    sizes = _class_sizes(data)
-    if sizes and ipc > min(sizes):
-        k = sizes.index(min(sizes))
-        items = "images" if data.kind == "images" else "graphs"
-        raise ConfigError(
-            f"ipc={ipc} is larger than the smallest class of '{data.name}': class '{data.classes[k]}' holds "
-            f"{sizes[k]} training {items}; pass an ipc <= {sizes[k]}"
-        )
-    return ipc
-
-
-def _check_seeds(seeds: Any) -> None:
-    if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
-        check_count("seeds", seeds)
-        return
-    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence):
-        raise ArgumentTypeError(
-            f"seeds must be a count (an int >= 1) or a list of int seeds, got {type(seeds).__name__} {seeds!r}"
-        )
-    if not seeds:
-        raise ConfigError(f"seeds={seeds!r} gives no run; pass a positive count or a non-empty list")
-    for s in seeds:
-        check_count("each seed in seeds", s, lo=0)
-
-
-def _check_models(models: Any, kind: str) -> list[str] | None:
-    """``models`` as a list of registered names; a single string is one model name (``"convnet"``)."""
-    if models is None:
-        return None
-    if isinstance(models, str):
-        models = [models]
-    if not isinstance(models, Sequence) or not all(isinstance(m, str) for m in models):
-        raise ArgumentTypeError(
-            f"models must be a model name or a list of names (e.g. ['convnet']), got {type(models).__name__} {models!r}"
-        )
-    if not models or not all(m.strip() for m in models):
-        raise ConfigError(f"models={list(models)!r} names no model; pass at least one, e.g. ['convnet']")
-    for m in models:
-        if kind == "graphs":
-            GNNS.get(m)
-        elif not m.startswith(TIMM_PREFIX):
-            MODELS.get(m)
-    return list(models)
-
-
-def _check_number(name: str, value: Any) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ArgumentTypeError(f"{name} must be a positive number, got {type(value).__name__} {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{name}={value!r} is out of range; allowed: a finite number > 0")
-
-
-def _check_device(device: Any) -> None:
-    if not isinstance(device, (str, torch.device)):
-        raise ArgumentTypeError(
-            f"device must be a str or a torch.device (cpu, cuda, cuda:N), got {type(device).__name__} {device!r}"
-        )
-    try:
-        torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-
-
-def _check_args(
-    kind: str,
-    *,
-    models: Any,
-    seeds: Any,
-    protocol: Any,
-    epochs: Any,
-    lr: Any,
-    batch_size: Any,
-    temperature: Any,
-    device: Any,
-    seed: Any,
-) -> list[str] | None:
-    """The argument checks every entry point shares; returns ``models`` as a list (or None)."""
-    _check_seeds(seeds)
-    check_count("seed", seed, lo=0)
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if value is not None:
-            check_count(name, value)
-    _check_number("lr", lr)
-    _check_number("temperature", temperature)
-    if protocol is not None and not isinstance(protocol, (str, EvalProtocol, GraphProtocol)):
-        raise ArgumentTypeError(
-            f"protocol must be a name (e.g. 'classic') or a protocol object, got {type(protocol).__name__}"
-        )
-    _check_device(device)
-    return _check_models(models, kind)
-
-
-def _check_labels(labels: Any, data: Any, what: str) -> None:
-    """Hard labels must be int64 class indices of ``data``, soft labels (N, K) floats with K = its class count."""
-    if not isinstance(labels, torch.Tensor):
-        raise ArgumentTypeError(f"{what} must be a torch.Tensor, got {type(labels).__name__}")
-    k = data.num_classes
-    if labels.ndim == 2:
-        if not labels.is_floating_point() or labels.shape[1] != k:
-            raise MismatchError(
-                f"{what} are {labels.dtype} {tuple(labels.shape)} but data '{data.name}' has {k} classes; soft labels "
-                f"must be float (N, {k})"
-            )
-        return
-    if labels.ndim != 1 or labels.dtype != torch.int64:
-        raise MismatchError(
-            f"{what} are {labels.dtype} {tuple(labels.shape)}; pass int64 class indices (N,) or float soft labels "
-            f"(N, {k})"
-        )
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= k):
-        bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
-        raise MismatchError(
-            f"{what} hold class {bad} but data '{data.name}' has {k} classes (0..{k - 1}); evaluate the set on the "
-            "dataset it was distilled from"
-        )
-
-
-def check_kind(syn: Any, data: Any) -> str:
-    """Return ``data.kind`` after checking that ``syn`` is the kind of set ``data`` can score.
-
-    Raises:
-        MismatchError: one line, e.g. ``syn is a graph summary but data 'digits' holds images; ...``.
-    """
-    kind = _data_kind(data)
-    want, what = _SYN_KINDS.get(syn.kind, (None, f"a '{syn.kind}' set"))
-    if want != kind:
-        raise MismatchError(
-            f"syn is {what} ('{syn.method}', distilled from '{syn.dataset}') but data '{data.name}' holds {kind}; "
-            f"evaluate it on the dataset it was distilled from"
-        )
-    return kind
-
-
-def _images_only(data: Any, **options: Any) -> None:
-    given = [k for k, v in options.items() if v is not None]
-    if given:
-        raise ConfigError(
-            f"{', '.join(given)} apply to image evaluation only; data '{data.name}' holds graphs (drop the option)"
-        )
+def _graph_options(data: Any, kw: dict[str, Any], vmap: bool | None) -> dict[str, Any]:
+    """``kw`` for the GNN trainer: refuses the image-only options (temperature, vmap) and drops ``temperature``."""
+    images_only(data, temperature=kw["temperature"], vmap=vmap)
+    return {k: v for k, v in kw.items() if k != "temperature"}
 
 
 def _image_protocol(
@@ -288,30 +106,13 @@ def evaluate_tensors(
     Shape:
         images: (N, C, H, W) with the (C, H, W) of ``data``. labels: (N,) int64 or (N, K) float soft labels.
     """
-    if _data_kind(data) != "images":
+    if data_kind(data) != "images":
         raise MismatchError(f"evaluate_tensors trains image models but data '{data.name}' holds graphs; use evaluate")
     if not isinstance(images, torch.Tensor):
         raise ArgumentTypeError(f"images must be a torch.Tensor (N, C, H, W), got {type(images).__name__}")
-    models = _check_args(
-        "images",
-        models=models,
-        seeds=seeds,
-        protocol=protocol,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        temperature=temperature,
-        device=device,
-        seed=seed,
-    )
-    _check_labels(labels, data, "labels")
-    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(data.x_test.shape[1:]):
-        raise MismatchError(
-            f"images have shape {tuple(images.shape)} but data '{data.name}' holds (N, "
-            f"{', '.join(map(str, data.x_test.shape[1:]))}) images; evaluate on the dataset they came from"
-        )
-    if labels.shape[0] != images.shape[0]:
-        raise ConfigError(f"got {images.shape[0]} images but {labels.shape[0]} labels; pass one label per image")
+    kw = check_options("images", models, seeds, protocol, epochs, lr, batch_size, temperature, device, seed)
+    check_labels(labels, data, "labels")
+    check_images(images, labels, data)
     proto = _image_protocol(protocol, epochs, batch_size, temperature)
     seed_list = list(range(seed, seed + seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     use_lr = float(lr) if lr is not None else proto.lr
@@ -319,7 +120,7 @@ def evaluate_tensors(
     augment = proto.augment_for(data.name)
     t0 = time.perf_counter()
     acc: dict[str, Any] = {}
-    for m in models or DEFAULT_MODELS:
+    for m in kw["models"] or DEFAULT_MODELS:
         runs = train_and_test(
             images,
             labels,
@@ -401,46 +202,23 @@ def evaluate(
             "to score raw tensors use evaluate_tensors(images, labels, data)"
         )
     kind = check_kind(syn, data)
-    models = _check_args(
-        kind,
-        models=models,
-        seeds=seeds,
-        protocol=protocol,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        temperature=temperature,
-        device=device,
-        seed=seed,
-    )
+    kw = check_options(kind, models, seeds, protocol, epochs, lr, batch_size, temperature, device, seed)
     if syn.labels.ndim == 1:
-        _check_labels(syn.labels, data, "syn.labels")
+        check_labels(syn.labels, data, "syn.labels")
     if kind == "graphs":
-        _images_only(data, temperature=temperature, vmap=vmap)
-        return graphs.evaluate_graph_set(
-            syn,
-            data,
-            models=models,
-            seeds=seeds,
-            protocol=protocol,
-            epochs=epochs,
-            lr=lr,
-            batch_size=batch_size,
-            device=device,
-            seed=seed,
-            quiet=quiet,
-        )
+        return graphs.evaluate_graph_set(syn, data, quiet=quiet, **_graph_options(data, kw, vmap))
     syn.check_compatible(data)
     proto = _image_protocol(protocol, epochs, batch_size, temperature)
     if lr is None and proto.use_learned_lr and syn.lr is not None:
         lr = syn.lr
     if temperature is None and "temperature" in syn.meta:
         proto = proto.replace(temperature=float(syn.meta["temperature"]))
+    # epochs, batch_size and temperature are folded into proto
     row = evaluate_tensors(
         syn.images,
         syn.labels,
         data,
-        models=models,
+        models=kw["models"],
         seeds=seeds,
         protocol=proto,
         lr=lr,
@@ -483,46 +261,19 @@ def random_real_baseline(
     Returns:
         The row of :func:`evaluate` with ``method="random_real"`` (images) or ``"random_graphs"`` (graphs).
     """
-    kind = _data_kind(data)
+    kind = data_kind(data)
     check_count("seeds", seeds)
     check_ipc(data, ipc)
-    models = _check_args(
-        kind,
-        models=models,
-        seeds=seeds,
-        protocol=protocol,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        temperature=temperature,
-        device=device,
-        seed=seed,
-    )
+    kw = check_options(kind, models, seeds, protocol, epochs, lr, batch_size, temperature, device, seed)
     if kind == "graphs":
-        _images_only(data, temperature=temperature, vmap=vmap)
-        return graphs.random_graph_baseline(
-            data,
-            ipc,
-            models=models,
-            seeds=seeds,
-            protocol=protocol,
-            epochs=epochs,
-            lr=lr,
-            batch_size=batch_size,
-            device=device,
-            seed=seed,
-            quiet=quiet,
-        )
-    kw = dict(protocol=protocol, epochs=epochs, lr=lr, batch_size=batch_size, temperature=temperature)
+        return graphs.random_graph_baseline(data, ipc, quiet=quiet, **_graph_options(data, kw, vmap))
     acc: dict[str, list[float]] = {}
     row: dict[str, Any] = {}
     t0 = time.perf_counter()
     for s in range(seed, seed + seeds):
         idx = data.sample_per_class(ipc, seeded_generator("condense-random-real", s))
         x, y = data.x_train[idx].clone(), data.y_train[idx].clone()
-        row = evaluate_tensors(
-            x, y, data, models=models, seeds=[s], device=device, vmap=vmap, quiet=quiet, desc="random", **kw
-        )
+        row = evaluate_tensors(x, y, data, **{**kw, "seeds": [s]}, vmap=vmap, quiet=quiet, desc="random")
         for m, r in row["accuracy"].items():
             acc.setdefault(m, []).extend(r["runs"])
     row.update(
@@ -555,33 +306,9 @@ def full_data_baseline(
     Returns:
         The row of :func:`evaluate` with ``method="full_data"`` and ``ipc=None``.
     """
-    kind = _data_kind(data)
-    models = _check_args(
-        kind,
-        models=models,
-        seeds=seeds,
-        protocol=protocol,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        temperature=temperature,
-        device=device,
-        seed=seed,
-    )
-    kw = dict(models=models, seeds=seeds, protocol=protocol, epochs=epochs, lr=lr, batch_size=batch_size)
+    kind = data_kind(data)
+    kw = check_options(kind, models, seeds, protocol, epochs, lr, batch_size, temperature, device, seed)
     if kind == "graphs":
-        _images_only(data, temperature=temperature, vmap=vmap)
-        return graphs.full_graph_baseline(data, device=device, seed=seed, quiet=quiet, **kw)
-    row = evaluate_tensors(
-        data.x_train,
-        data.y_train,
-        data,
-        temperature=temperature,
-        device=device,
-        seed=seed,
-        vmap=vmap,
-        quiet=quiet,
-        desc="full",
-        **kw,
-    )
+        return graphs.full_graph_baseline(data, quiet=quiet, **_graph_options(data, kw, vmap))
+    row = evaluate_tensors(data.x_train, data.y_train, data, **kw, vmap=vmap, quiet=quiet, desc="full")
     return {"method": "full_data", "dataset": data.name, "ipc": None, "label_kind": "hard", **row}

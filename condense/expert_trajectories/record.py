@@ -2,7 +2,8 @@
 
 An expert is a network trained on the real data whose parameters are saved at initialization and after every epoch;
 trajectory matchers (MTT, FTD, DATM, AST) start students from these snapshots. The kinds and the papers' presets are
-in ``configs.py``, the vmapped trainer in ``_train.py``, the files in ``manifest.py``, torchrun in ``_dist.py``.
+in ``configs.py``, the vmapped trainer in ``_train.py``, the files in ``manifest.py``, the checkpoints of experts in
+training and the progress log in ``_partial.py``, torchrun in ``_dist.py``.
 Cost: digits, ConvNet width 128, one CPU core: 0.57 s per expert-epoch trained one at a time
 (``benchmarks/experts_speed.py``); on CUDA, K experts share each step through ``vmap``.
 
@@ -12,7 +13,7 @@ train this rank's share of the others, writing each one the moment it finishes; 
 manifest.
 
 Mid-expert checkpoints (``checkpoint_every_epochs``, default 1): a group of experts in training saves its whole
-state into ``out/partial_<run_key>_<first id>_<group digest>/`` (see :class:`_PartialCheckpoint`), so a kill loses
+state into ``out/partial_<run_key>_<first id>_<group digest>/`` (the format is in ``_partial.py``), so a kill loses
 at most that many epochs; a rerun with the same settings continues the group from it and the finished experts are
 bit-identical to an uninterrupted recording. The folder is deleted once the group's experts are written. Each
 process also appends its progress to ``out/log.jsonl`` (``log_rank<r>.jsonl`` for ranks > 0): one line per
@@ -39,8 +40,6 @@ References:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import shutil
 from collections.abc import Callable
@@ -49,13 +48,23 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from condense.errors import CondenseError, ConfigError, DivergenceError, MismatchError
+from condense.errors import ConfigError, DivergenceError
 from condense.expert_trajectories._dist import DistContext, resolve_device
+from condense.expert_trajectories._partial import (
+    LOG_NAME,
+    PARTIAL_FORMAT,
+    PARTIAL_FORMAT_VERSION,
+    PartialCheckpoint,
+    ProgressLog,
+    drop_finished_partials,
+    load_partial,
+    remove_torn_writes,
+    scan_partials,
+)
 from condense.expert_trajectories._train import Expert, GroupState, Trainer, choose_experts_at_once
 from condense.expert_trajectories.buffer import ExpertBuffer
 from condense.expert_trajectories.configs import ExpertConfig, resolve_expert_config
 from condense.expert_trajectories.manifest import (
-    MANIFEST_NAME,
     STORAGE_DTYPES,
     build_header,
     check_existing,
@@ -64,7 +73,6 @@ from condense.expert_trajectories.manifest import (
     write_expert,
     write_manifest,
 )
-from condense.io import check_seal, check_stamp, load_tensors, read_json, save_tensors, seal, stamp, write_json_atomic
 from condense.models import ParamLayout, create_model, has_running_stats
 
 if TYPE_CHECKING:
@@ -78,11 +86,6 @@ logger = logging.getLogger("condense")
 #: checkpoint costs the group's parameters and momentum plus the new snapshot rows (each row is written once), small
 #: next to an epoch of training.
 DEFAULT_CHECKPOINT_EVERY_EPOCHS = 1
-PARTIAL_FORMAT = "condense.expert_partial"
-PARTIAL_FORMAT_VERSION = 1
-PARTIAL_PREFIX = "partial_"
-PARTIAL_JSON = "checkpoint.json"
-LOG_NAME = "log.jsonl"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -236,19 +239,14 @@ def record_experts(
 
         # 3. Resume: refuse a folder with other settings, keep the experts it already holds
         check_existing(out, header)
-        partials = _scan_partials(out, header["run_key"])
+        partials = scan_partials(out, header["run_key"])
         out.mkdir(parents=True, exist_ok=True)
         dist.barrier()  # every rank has checked the old manifest before rank 0 rewrites it
         if dist.rank == 0:
-            for pattern in (".expert_*.tmp", f".{MANIFEST_NAME}.*.tmp"):  # left by a killed atomic write
-                for tmp in out.glob(pattern):
-                    tmp.unlink(missing_ok=True)
+            remove_torn_writes(out)
         done = scan_experts(out, header)
         if dist.rank == 0:
-            for folder, ids in list(partials.items()):
-                if ids is None or all(i in done for i in ids):  # killed after its experts were written
-                    shutil.rmtree(folder, ignore_errors=True)
-                    del partials[folder]
+            drop_finished_partials(partials, done)
             write_manifest(out, header, done, {}, n_experts)
         dist.barrier()  # all ranks scanned the same finished set before anyone trains
 
@@ -269,7 +267,7 @@ def record_experts(
         failed: dict[int, str] = {}
         # one process rewrites the manifest after every expert; under torchrun only rank 0 writes it, at the end
         on_change = (lambda: write_manifest(out, header, done, failed, n_experts)) if dist.world == 1 else None
-        log = _Log(out / (LOG_NAME if dist.rank == 0 else f"log_rank{dist.rank}.jsonl"))
+        log = ProgressLog(out / (LOG_NAME if dist.rank == 0 else f"log_rank{dist.rank}.jsonl"))
         try:
             _train_assigned(
                 trainer,
@@ -332,14 +330,14 @@ def _train_assigned(
     *,
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY_EPOCHS,
     partials: dict[Path, list[int]] | None = None,
-    log: _Log | None = None,
+    log: ProgressLog | None = None,
 ) -> None:
     """Train the experts ``ids`` in groups of ``k``; write each finished one at once; retry diverged ones.
 
     Groups with a checkpoint in ``partials`` (folder -> expert ids) whose pending experts are all in ``ids`` go
     first, resumed as they were grouped; the others are grouped in order as an uninterrupted run groups them.
     """
-    log = log or _Log(None)
+    log = log or ProgressLog(None)
     log.write({"event": "start", "experts": list(ids), "rank": rank, "checkpoint_every_epochs": checkpoint_every})
     bar = None
     if not trainer.quiet and ids:
@@ -358,7 +356,7 @@ def _train_assigned(
         state = None
         if resumed:
             folder, members = resumed.pop(0)
-            loaded = _load_partial(folder, run_key, seed, trainer, checkpoint_every)
+            loaded = load_partial(folder, run_key, seed, trainer, checkpoint_every)
             if loaded is None:  # unreadable: those experts start over, in the plain queue's order
                 shutil.rmtree(folder, ignore_errors=True)
                 queue = [Expert.make(seed, i, 0) for i in sorted(set(members) - set(done))] + queue
@@ -368,7 +366,7 @@ def _train_assigned(
             logger.info("resuming experts %s from epoch %d (%s)", [e.id for e in group], state.epoch, folder.name)
         else:
             group, queue = queue[:k], queue[k:]
-            writer = _PartialCheckpoint(out, run_key, group, checkpoint_every)
+            writer = PartialCheckpoint(out, run_key, group, checkpoint_every)
 
         def on_epoch(st: GroupState, group=group, writer=writer) -> None:
             acc = [c[-1] if c else None for c in st.accuracy_curves]
@@ -416,202 +414,6 @@ def _train_assigned(
 
 def _who(group: list[Expert]) -> dict[str, list[int]]:
     return {"experts": [e.id for e in group], "attempts": [e.attempt for e in group]}
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Mid-expert checkpoints: one folder per group in training
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def _group_digest(run_key: str, group: list[Expert]) -> str:
-    members = [[e.id, e.attempt] for e in group]
-    return hashlib.sha256(json.dumps([run_key, members]).encode()).hexdigest()[:8]
-
-
-class _PartialCheckpoint:
-    """Writes the checkpoints of one group of experts in training into ``out/partial_<run_key>_<id>_<digest>/``.
-
-    Files (all written atomically, none ever rewritten in place):
-
-    - ``snapshots_<a>_<b>.safetensors``: snapshot rows a..b-1 (tensor ``snapshots``, (b - a, K, P), storage dtype),
-      each row written once, so the checkpoints of a whole expert cost its snapshots once, not once per epoch;
-    - ``state_<epoch>.safetensors``: ``params/<name>``, ``mom/<name>``, ``buffers/<name>`` (stacked over K when the
-      group is vmapped) and ``generator/<i>/order``, ``generator/<i>/aug`` (uint8 generator states of expert i);
-    - ``checkpoint.json`` (the commit point, written last and sealed with ``io.seal``): the stamp, ``run_key``, the
-      experts (id, attempt, seeds), the epoch counter, step, learning rate, elapsed seconds, which experts are still
-      finite, the accuracy and loss curves so far, and the name and sha256 of every tensor file it uses.
-
-    A kill before ``checkpoint.json`` is replaced leaves the previous checkpoint whole: files it does not name are
-    deleted when it is loaded.
-    """
-
-    def __init__(self, out: Path, run_key: str, group: list[Expert], every: int, written: int = 0) -> None:
-        first = min(e.id for e in group)
-        self.folder = out / f"{PARTIAL_PREFIX}{run_key}_{first:04d}_{_group_digest(run_key, group)}"
-        self.run_key = run_key
-        self.every = every
-        self.written = written  # snapshot rows already in chunk files
-        self.chunks: list[dict[str, Any]] = []
-
-    def due(self, epoch: int, epochs: int) -> bool:
-        """Checkpoint after ``epoch`` finished epochs? (never after the last: the experts are then written)."""
-        return self.every > 0 and epoch < epochs and epoch % self.every == 0
-
-    def write(self, st: GroupState, group: list[Expert]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        meta = {"format": PARTIAL_FORMAT, "format_version": str(PARTIAL_FORMAT_VERSION), "run_key": self.run_key}
-        n = len(st.snapshots)
-        if n > self.written:
-            name = f"snapshots_{self.written:05d}_{n:05d}.safetensors"
-            rows = torch.stack(st.snapshots[self.written :])
-            sha = save_tensors(self.folder / name, {"snapshots": rows}, metadata=meta)
-            self.chunks.append({"file": name, "rows": [self.written, n], "sha256": sha})
-            self.written = n
-        tensors = {f"params/{k}": v for k, v in st.params.items()}
-        tensors |= {f"mom/{k}": v for k, v in st.mom.items()}
-        tensors |= {f"buffers/{k}": v for k, v in st.buffers.items()}
-        for i, e in enumerate(group):
-            tensors[f"generator/{i}/order"] = e.order_gen.get_state()
-            tensors[f"generator/{i}/aug"] = e.aug_gen.get_state()
-        state_name = f"state_{st.epoch:05d}.safetensors"
-        state_sha = save_tensors(self.folder / state_name, tensors, metadata=meta)
-        record = {
-            **stamp(PARTIAL_FORMAT, PARTIAL_FORMAT_VERSION),
-            "run_key": self.run_key,
-            "experts": [{"id": e.id, "attempt": e.attempt, "seeds": e.seeds} for e in group],
-            "epoch": st.epoch,
-            "step": st.step,
-            "lr": st.lr,
-            "seconds": st.seconds,
-            "finite": [bool(f) for f in st.finite.tolist()],
-            "accuracy_curves": st.accuracy_curves,
-            "train_loss_curves": st.train_loss_curves,
-            "num_snapshots": n,
-            "state": {"file": state_name, "sha256": state_sha},
-            "snapshots": self.chunks,
-        }
-        write_json_atomic(self.folder / PARTIAL_JSON, seal(record))
-        _drop_unnamed(self.folder, record)
-
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _drop_unnamed(folder: Path, record: dict[str, Any]) -> None:
-    """Delete the files of ``folder`` that ``record`` does not use (older states, uncommitted or torn writes)."""
-    keep = {PARTIAL_JSON, record["state"]["file"], *(c["file"] for c in record["snapshots"])}
-    for f in folder.iterdir():
-        if f.name not in keep:
-            f.unlink(missing_ok=True)
-
-
-def _scan_partials(out: Path, run_key: str) -> dict[Path, list[int] | None]:
-    """Checkpoint folders of experts in training in ``out``: folder -> expert ids (None when unreadable).
-
-    Raises:
-        MismatchError: a folder was written by a run with other settings (another ``run_key``).
-    """
-    found: dict[Path, list[int] | None] = {}
-    if not out.is_dir():
-        return found
-    for folder in sorted(out.glob(f"{PARTIAL_PREFIX}*")):
-        if not folder.is_dir():
-            continue
-        key = folder.name[len(PARTIAL_PREFIX) :].split("_")[0]
-        if key != run_key:
-            raise MismatchError(
-                f"'{folder}' holds experts in training recorded with other settings (run key {key}, this run "
-                f"{run_key}); use another output folder or delete it"
-            )
-        try:
-            rec = read_json(folder / PARTIAL_JSON)
-            found[folder] = [int(e["id"]) for e in rec["experts"]]
-        except (CondenseError, OSError, KeyError, TypeError, ValueError):
-            found[folder] = None
-    return found
-
-
-def _load_partial(
-    folder: Path, run_key: str, seed: int, trainer: Trainer, every: int
-) -> tuple[list[Expert], GroupState, _PartialCheckpoint] | None:
-    """The group, its state and its writer from a checkpoint folder; None (with a warning) when unusable."""
-    path = folder / PARTIAL_JSON
-    try:
-        rec = read_json(path)
-        check_stamp(rec, PARTIAL_FORMAT, PARTIAL_FORMAT_VERSION, path)
-        check_seal(rec, path)
-        if rec["run_key"] != run_key:
-            raise MismatchError(f"'{path}' has run key {rec['run_key']}, this run {run_key}")
-        group = [Expert.make(seed, int(e["id"]), int(e["attempt"])) for e in rec["experts"]]
-        if [e.seeds for e in group] != [e["seeds"] for e in rec["experts"]]:
-            raise MismatchError(f"'{path}' records other seeds for its experts")
-        _drop_unnamed(folder, rec)
-        tensors = load_tensors(folder / rec["state"]["file"], rec["state"]["sha256"])
-        rows: list[torch.Tensor] = []
-        for c in rec["snapshots"]:
-            chunk = load_tensors(folder / c["file"], c["sha256"])["snapshots"]
-            if list(c["rows"]) != [len(rows), len(rows) + chunk.shape[0]]:
-                raise CondenseError(f"'{folder / c['file']}' holds rows {c['rows']}, expected from {len(rows)}")
-            rows.extend(chunk.unbind(0))
-        if len(rows) != rec["num_snapshots"] or int(rec["epoch"]) >= trainer.epochs:
-            raise CondenseError(f"'{path}' is inconsistent ({len(rows)} snapshots, epoch {rec['epoch']})")
-        for i, e in enumerate(group):
-            e.order_gen.set_state(tensors[f"generator/{i}/order"])
-            e.aug_gen.set_state(tensors[f"generator/{i}/aug"])
-
-        def part(prefix: str) -> dict[str, torch.Tensor]:
-            return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-        state = GroupState(
-            epoch=int(rec["epoch"]),
-            step=int(rec["step"]),
-            lr=float(rec["lr"]),
-            params=part("params/"),
-            mom=part("mom/"),
-            buffers=part("buffers/"),
-            snapshots=rows,
-            finite=torch.tensor(rec["finite"], dtype=torch.bool),
-            accuracy_curves=rec["accuracy_curves"],
-            train_loss_curves=rec["train_loss_curves"],
-            seconds=float(rec["seconds"]),
-        )
-    except (CondenseError, OSError, KeyError, TypeError, ValueError, RuntimeError) as e:
-        logger.warning("checkpoint '%s' is unusable (%s); its experts are trained from the start", folder, e)
-        return None
-    writer = _PartialCheckpoint(folder.parent, run_key, group, every, written=len(rows))
-    writer.folder, writer.chunks = folder, list(rec["snapshots"])
-    return group, state, writer
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Progress log
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-class _Log:
-    """Append-only JSONL progress log (a no-op without a path); every line is flushed as it is written."""
-
-    def __init__(self, path: Path | None) -> None:
-        self._f = None
-        if path is not None:
-            torn = False
-            if path.is_file() and path.stat().st_size > 0:
-                with open(path, "rb") as f:
-                    f.seek(-1, 2)
-                    torn = f.read(1) != b"\n"
-            self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115  (closed in close())
-            if torn:  # a kill mid-line: the next session starts on a fresh line
-                self._f.write("\n")
-
-    def write(self, obj: dict[str, Any]) -> None:
-        if self._f is not None:
-            self._f.write(json.dumps(obj) + "\n")
-            self._f.flush()
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from condense.errors import ArgumentTypeError, MismatchError
-from condense.eval.evaluate import check_count, check_ipc
+from condense.eval.checks import check_count, check_ipc
 from condense.methods import (  # noqa: F401  (registers every built-in method)
     ast,
     datm,
