@@ -34,6 +34,7 @@ __all__ = [
     "save_tensors",
     "load_tensors",
     "read_metadata",
+    "JsonlLog",
     "provenance",
     "stamp",
     "check_stamp",
@@ -474,3 +475,37 @@ def check_fields(
                 f"'{path}': field '{prefix}{name}' is {_json_type(value)} ({shown}), "
                 f"expected {_spec_name(spec)}; {hint}"
             )
+
+
+class JsonlLog:
+    """Append-only JSONL log (a no-op without a path); every line is flushed as it is written.
+
+    A run killed mid-line leaves a partial last line: the next session starts its lines on a fresh one, so every
+    complete line stays parseable.
+    """
+
+    def __init__(self, path: str | Path | None) -> None:
+        self._f = None
+        if path is not None:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torn = False
+            if path.is_file() and path.stat().st_size > 0:
+                with open(path, "rb") as f:
+                    f.seek(-1, 2)
+                    torn = f.read(1) != b"\n"
+            self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115  (closed in close())
+            if torn:
+                self._f.write("\n")
+
+    def write(self, obj: Mapping[str, Any]) -> None:
+        """Append ``obj`` as one JSON line (NaN allowed: a diverged loss is logged as it was)."""
+        if self._f is not None:
+            self._f.write(json.dumps(obj, allow_nan=True) + "\n")
+            self._f.flush()
+
+    def close(self) -> None:
+        """Close the file (further writes are dropped)."""
+        if self._f is not None:
+            self._f.close()
+            self._f = None

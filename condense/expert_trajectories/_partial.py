@@ -6,7 +6,7 @@ momentum, buffers, generator states, snapshot rows, curves) into ``out/partial_<
 the folders (refusing one of another run), :func:`drop_finished_partials` deletes those whose experts were written
 before the kill, and :func:`load_partial` turns a folder back into the group, its :class:`GroupState` and its writer,
 or None when it is unusable. :func:`remove_torn_writes` deletes the temp files a killed atomic write leaves behind.
-:class:`ProgressLog` appends one JSON line per event to ``out/log.jsonl`` (``log_rank<r>.jsonl`` for ranks > 0).
+The JSONL progress log (``out/log.jsonl``, ``log_rank<r>.jsonl`` for ranks > 0) is a :class:`condense.io.JsonlLog`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ __all__ = [
     "PARTIAL_FORMAT",
     "PARTIAL_FORMAT_VERSION",
     "PartialCheckpoint",
-    "ProgressLog",
     "drop_finished_partials",
     "load_partial",
     "remove_torn_writes",
@@ -214,32 +213,6 @@ def load_partial(
 # ----------------------------------------------------------------------------------------------------------------------
 # Progress log
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-class ProgressLog:
-    """Append-only JSONL progress log (a no-op without a path); every line is flushed as it is written."""
-
-    def __init__(self, path: Path | None) -> None:
-        self._f = None
-        if path is not None:
-            torn = False
-            if path.is_file() and path.stat().st_size > 0:
-                with open(path, "rb") as f:
-                    f.seek(-1, 2)
-                    torn = f.read(1) != b"\n"
-            self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115  (closed in close())
-            if torn:  # a kill mid-line: the next session starts on a fresh line
-                self._f.write("\n")
-
-    def write(self, obj: dict[str, Any]) -> None:
-        if self._f is not None:
-            self._f.write(json.dumps(obj) + "\n")
-            self._f.flush()
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
 
 
 # ----------------------------------------------------------------------------------------------------------------------

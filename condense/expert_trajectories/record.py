@@ -55,7 +55,6 @@ from condense.expert_trajectories._partial import (
     PARTIAL_FORMAT,
     PARTIAL_FORMAT_VERSION,
     PartialCheckpoint,
-    ProgressLog,
     drop_finished_partials,
     load_partial,
     remove_torn_writes,
@@ -73,6 +72,7 @@ from condense.expert_trajectories.manifest import (
     write_expert,
     write_manifest,
 )
+from condense.io import JsonlLog
 from condense.models import ParamLayout, create_model, has_running_stats
 
 if TYPE_CHECKING:
@@ -267,7 +267,7 @@ def record_experts(
         failed: dict[int, str] = {}
         # one process rewrites the manifest after every expert; under torchrun only rank 0 writes it, at the end
         on_change = (lambda: write_manifest(out, header, done, failed, n_experts)) if dist.world == 1 else None
-        log = ProgressLog(out / (LOG_NAME if dist.rank == 0 else f"log_rank{dist.rank}.jsonl"))
+        log = JsonlLog(out / (LOG_NAME if dist.rank == 0 else f"log_rank{dist.rank}.jsonl"))
         try:
             _train_assigned(
                 trainer,
@@ -330,14 +330,14 @@ def _train_assigned(
     *,
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY_EPOCHS,
     partials: dict[Path, list[int]] | None = None,
-    log: ProgressLog | None = None,
+    log: JsonlLog | None = None,
 ) -> None:
     """Train the experts ``ids`` in groups of ``k``; write each finished one at once; retry diverged ones.
 
     Groups with a checkpoint in ``partials`` (folder -> expert ids) whose pending experts are all in ``ids`` go
     first, resumed as they were grouped; the others are grouped in order as an uninterrupted run groups them.
     """
-    log = log or ProgressLog(None)
+    log = log or JsonlLog(None)
     log.write({"event": "start", "experts": list(ids), "rank": rank, "checkpoint_every_epochs": checkpoint_every})
     bar = None
     if not trainer.quiet and ids:

@@ -54,6 +54,7 @@ import torch
 
 from condense._version import __version__
 from condense.errors import DivergenceError, IntegrityError, LockedError, MismatchError
+from condense.io import JsonlLog
 from condense.methods._checkpoint import (
     CHECKPOINT_JSON,
     CHECKPOINT_TENSORS,
@@ -266,34 +267,6 @@ def _non_finite(stats: dict[str, Any], state: MatchState) -> list[str]:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class _JsonlLog:
-    """Append-only JSONL writer (a no-op without an output folder); each line is flushed as it is written."""
-
-    def __init__(self, path: Path | None) -> None:
-        self._f = None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # a run killed mid-line leaves a partial last line: start the resumed run's lines on a fresh one
-            torn = False
-            if path.is_file() and path.stat().st_size > 0:
-                with open(path, "rb") as f:
-                    f.seek(-1, 2)
-                    torn = f.read(1) != b"\n"
-            self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115  (closed in close())
-            if torn:
-                self._f.write("\n")
-
-    def write(self, obj: dict[str, Any]) -> None:
-        if self._f is not None:
-            self._f.write(json.dumps(obj, allow_nan=True) + "\n")
-            self._f.flush()
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-
-
 def _to_float(v: Any) -> Any:
     """Stats are plain floats by contract; one-element tensors are tolerated and converted."""
     if isinstance(v, torch.Tensor) and v.numel() == 1:
@@ -402,7 +375,7 @@ def _run_locked(matcher: Matcher, data: Any, cfg: Any, ipc: int, gen: torch.Gene
         if bad:
             raise DivergenceError(f"{matcher.name}: the initial state holds non-finite values in {', '.join(bad)}")
 
-    log = _JsonlLog(None if out_dir is None else out_dir / LOG_NAME)
+    log = JsonlLog(None if out_dir is None else out_dir / LOG_NAME)
     if discarded is not None:
         log.write({"event": "restart", **discarded})
     if resumed_from is None:
