@@ -136,7 +136,9 @@ def resolve_config(
 def check_range(
     name: str, value: float, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False
 ) -> None:
-    """Raise :class:`ConfigError` unless ``lo <= value <= hi`` (``lo < value`` when ``lo_open``)."""
+    """Raise :class:`ConfigError` unless ``lo <= value <= hi`` (``lo < value`` when ``lo_open``); NaN is refused."""
+    if isinstance(value, float) and value != value:
+        raise ConfigError(f"{name}=nan is not a number; pass a finite value")
     bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (hi is not None and value > hi)
     if bad:
         lo_s = "-inf" if lo is None else f"{lo}"

@@ -187,3 +187,9 @@ def test_check_fields_refuses_a_wrong_type_in_one_line():
         check_fields({k: v for k, v in good.items() if k != "ipc"}, schema, "x.json")
     with pytest.raises(IntegrityError, match=r"field 'experts\[0\]\.ipc' is a string.*; fix it"):
         check_fields({**good, "ipc": "3"}, schema, "x.json", prefix="experts[0].", hint="fix it")
+
+
+def test_check_range_refuses_nan():
+    with pytest.raises(ConfigError, match="nan"):
+        check_range("lr", float("nan"), 0.0)
+    check_range("lr", 0.5, 0.0, 1.0)

@@ -327,6 +327,9 @@ def run_matcher(matcher: Matcher, data: Any, cfg: Any, ipc: int, gen: torch.Gene
     lock = None if run.out_dir is None else _FolderLock(Path(run.out_dir))
     if lock is not None:
         lock.acquire()
+        # a run killed inside an atomic write leaves its temp file (never the target): only the lock holder clears them
+        for tmp in Path(run.out_dir).glob(".checkpoint*.tmp"):
+            tmp.unlink(missing_ok=True)
     try:
         return _run_locked(matcher, data, cfg, ipc, gen, run)
     finally:

@@ -324,3 +324,13 @@ def test_every_digits_preset_of_every_image_method_passes_the_gate(name, preset,
     check_plausible(syn, digits)  # distill() already ran it; the set it returned passes
     peak = float(syn.images.abs().amax()) / float(digits.x_train.abs().amax())
     assert peak < IMAGE_RANGE_FACTOR / 10, f"{name} {preset}: {peak:.3g}x the real range, within 10x of the bound"
+
+
+def test_a_killed_write_leaves_no_temp_file_behind(digits, tmp_path):
+    """A temp file of an interrupted checkpoint write is removed by the next run that holds the lock."""
+    tmp_path.mkdir(exist_ok=True)
+    stale = tmp_path / f".{CHECKPOINT_TENSORS}.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    _dm(digits, RunContext(out_dir=tmp_path, checkpoint_every=2, quiet=True))
+    assert not stale.exists()
+    assert (tmp_path / CHECKPOINT_JSON).is_file()
