@@ -13,7 +13,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(1)
+torch.set_num_threads(1)  # the one place: no test module sets threads again
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

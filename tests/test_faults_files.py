@@ -114,46 +114,41 @@ def kinds(tmp_path_factory, digits) -> list[_Kind]:
     from condense.synthetic import SyntheticSet, sidecar_path
 
     root = tmp_path_factory.mktemp("faults")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        # an artifact with a learned lr, ZCA-free preprocessing and a config
-        g = torch.Generator().manual_seed(0)
-        syn = SyntheticSet(
-            images=torch.randn(20, 1, 8, 8, generator=g),
-            labels=torch.arange(10).repeat(2),
-            classes=list(digits.classes),
-            method="mtt",
-            dataset="digits",
-            ipc=2,
-            lr=0.0123,
-            preprocessing=digits.preprocessing(),
-            config={"syn_steps": 3, "lr_img": 100.0},
-            meta={"iterations": 2},
-        )
-        art = syn.save(root / "art.safetensors")
-        # a buffer of two tiny experts
-        buf = root / "buf"
-        cfg = get_expert_config("vanilla", batch_size=256, augment="none")
-        record_experts(digits, "convnet", 2, 1, buf, config=cfg, quiet=True, model_kwargs={"width": 8}, seed=3)
-        header = json.loads((buf / MANIFEST_NAME).read_text())
-        # a checkpoint of a small state
-        ck = root / "ck"
-        state = MatchState(
-            tensors={"images": torch.randn(10, 1, 8, 8, generator=g), "labels": torch.arange(10)},
-            scalars={"lr_img": 0.5, "ipc": 1},
-        )
-        identity = {
-            "method": "toy",
-            "config": {"num_iterations": 6, "lr_img": 0.5},
-            "dataset": digits.name,
-            "fingerprint": digits.fingerprint,
-            "preprocessing": json.loads(json.dumps(digits.preprocessing())),
-            "ipc": 1,
-        }
-        save_checkpoint(ck, state, torch.Generator().manual_seed(1), 4, identity, {"divergences": 0, "seconds": 1.5})
-    finally:
-        torch.set_num_threads(n)
+    # an artifact with a learned lr, ZCA-free preprocessing and a config
+    g = torch.Generator().manual_seed(0)
+    syn = SyntheticSet(
+        images=torch.randn(20, 1, 8, 8, generator=g),
+        labels=torch.arange(10).repeat(2),
+        classes=list(digits.classes),
+        method="mtt",
+        dataset="digits",
+        ipc=2,
+        lr=0.0123,
+        preprocessing=digits.preprocessing(),
+        config={"syn_steps": 3, "lr_img": 100.0},
+        meta={"iterations": 2},
+    )
+    art = syn.save(root / "art.safetensors")
+    # a buffer of two tiny experts
+    buf = root / "buf"
+    cfg = get_expert_config("vanilla", batch_size=256, augment="none")
+    record_experts(digits, "convnet", 2, 1, buf, config=cfg, quiet=True, model_kwargs={"width": 8}, seed=3)
+    header = json.loads((buf / MANIFEST_NAME).read_text())
+    # a checkpoint of a small state
+    ck = root / "ck"
+    state = MatchState(
+        tensors={"images": torch.randn(10, 1, 8, 8, generator=g), "labels": torch.arange(10)},
+        scalars={"lr_img": 0.5, "ipc": 1},
+    )
+    identity = {
+        "method": "toy",
+        "config": {"num_iterations": 6, "lr_img": 0.5},
+        "dataset": digits.name,
+        "fingerprint": digits.fingerprint,
+        "preprocessing": json.loads(json.dumps(digits.preprocessing())),
+        "ipc": 1,
+    }
+    save_checkpoint(ck, state, torch.Generator().manual_seed(1), 4, identity, {"divergences": 0, "seconds": 1.5})
 
     expert = buf / expert_filename(1)
     return [

@@ -27,15 +27,6 @@ MODEL_KW = {"width": 8}  # a tiny ConvNet keeps each recording well under a seco
 N_EXPERTS, EPOCHS = 3, 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # two cores shared with other jobs: oversubscribed intra-op threads make small convs 50x slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def buffer_dir(tmp_path_factory, digits) -> Path:
     out = tmp_path_factory.mktemp("buf") / "digits_convnet"

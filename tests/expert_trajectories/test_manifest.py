@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from condense import seeding
 from condense.augment import get_augment, resolve_augment
@@ -38,14 +37,6 @@ from condense.models import ParamLayout, create_model
 
 MODEL_KW = {"width": 8}
 N_EXPERTS, EPOCHS = 2, 2
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -24,14 +24,6 @@ from condense.models import create_model, has_running_stats
 MODEL_KW = {"width": 8}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _record(data, out, n=2, epochs=2, **kw):
     kw.setdefault("config", get_expert_config("vanilla", batch_size=128, augment="dsa_noflip"))
     return record_experts(data, "convnet", n, epochs, out, quiet=True, model_kwargs=MODEL_KW, **kw)

@@ -10,41 +10,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from condense.demo import DEMO_BUFFERS
 
 
-@pytest.fixture
-def one_thread():
-    """Two cores shared with other jobs: oversubscribed intra-op threads make small convs many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _record(digits, out: Path, method: str) -> Path:
-    """Record ``DEMO_BUFFERS[method]`` on digits into ``out`` (seed 0, one thread)."""
+    """Record ``DEMO_BUFFERS[method]`` on digits into ``out`` (seed 0)."""
     from condense.expert_trajectories import get_expert_config, record_experts
 
     spec = DEMO_BUFFERS[method]
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        record_experts(
-            digits,
-            spec["model"],
-            spec["experts"],
-            spec["epochs"],
-            out,
-            config=get_expert_config(spec["kind"], **spec["config"]),
-            model_kwargs=spec["model_kwargs"],
-            seed=0,
-            quiet=True,
-        )
-    finally:
-        torch.set_num_threads(n)
+    record_experts(
+        digits,
+        spec["model"],
+        spec["experts"],
+        spec["epochs"],
+        out,
+        config=get_expert_config(spec["kind"], **spec["config"]),
+        model_kwargs=spec["model_kwargs"],
+        seed=0,
+        quiet=True,
+    )
     return out
 
 

@@ -15,8 +15,6 @@ from condense.methods import mtt as mtt_module
 from condense.methods._trajectory import expert_logits, real_by_class
 from condense.methods.ast import ASTConfig, balanced_loss_weight, perturb_conv_weights
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 #: every AST mechanism switched off: what is left is MTT
 MTT_LIKE = {
     "init": "real",

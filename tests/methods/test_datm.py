@@ -8,8 +8,6 @@ import torch
 from condense.errors import ConfigError
 from condense.methods import RunContext, get_method
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def test_datm_beats_random_real_ipc1(digits, digits_flat_buffer, beats_random):
     beats_random("datm", digits, digits_flat_buffer)

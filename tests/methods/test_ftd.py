@@ -8,8 +8,6 @@ import torch
 from condense.errors import ConfigError, MismatchError
 from condense.methods import RunContext, distill, get_method
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def test_ftd_beats_random_real_ipc1(digits, digits_flat_buffer, beats_random):
     beats_random("ftd", digits, digits_flat_buffer)

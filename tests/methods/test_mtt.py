@@ -18,8 +18,6 @@ from condense.errors import ConfigError, MismatchError
 from condense.methods import RunContext, distill, get_method
 from condense.methods import mtt as core
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def test_mtt_beats_random_real_ipc1(digits, digits_buffer, beats_random):
     beats_random("mtt", digits, digits_buffer)

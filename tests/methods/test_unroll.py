@@ -10,8 +10,6 @@ from condense.augment import get_augment
 from condense.methods._unroll import MatchTarget, StepPlan, meta_gradient, parameter_distance
 from condense.models.params import ParamLayout
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def _tiny(seed: int = 0):
     torch.manual_seed(seed)

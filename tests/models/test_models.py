@@ -19,16 +19,6 @@ ALL_MODELS = list_models()
 TOL = {"atol": 1e-5, "rtol": 1e-4}  # vmapped vs looped float32 passes (different conv kernels, summation order)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Tiny CPU convs gain nothing from intra-op threads, and on a loaded 2-core machine spinning OpenMP threads
-    # made this module ~10x slower; the previous setting is restored for the rest of the session.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _randn(*shape: int) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
 
