@@ -47,7 +47,7 @@ def _events(out: Path) -> list[dict]:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def test_resume_with_another_seed_is_refused(digits, tmp_path, one_thread):
+def test_resume_with_another_seed_is_refused(digits, tmp_path):
     run = RunContext(out_dir=tmp_path, checkpoint_every=2, quiet=True)
     _dm(digits, run, seed=0)
     with pytest.raises(MismatchError) as info:
@@ -59,7 +59,7 @@ def test_resume_with_another_seed_is_refused(digits, tmp_path, one_thread):
     assert _dm(digits, run, seed=0).meta["resumed_from"] == 4  # the same seed still resumes
 
 
-def test_resume_with_another_buffer_is_refused(digits, digits_buffer, digits_flat_buffer, tmp_path, one_thread):
+def test_resume_with_another_buffer_is_refused(digits, digits_buffer, digits_flat_buffer, tmp_path):
     """A finished MTT run rerun with another --buffer used to return the old images with the new buffer recorded."""
 
     def mtt(buffer):
@@ -73,7 +73,7 @@ def test_resume_with_another_buffer_is_refused(digits, digits_buffer, digits_fla
     assert again.meta["resumed_from"] == 2 and torch.equal(again.images, first.images)
 
 
-def test_resume_refuses_a_checkpoint_without_the_new_identity_fields(digits, tmp_path, one_thread):
+def test_resume_refuses_a_checkpoint_without_the_new_identity_fields(digits, tmp_path):
     """A checkpoint that does not record the seed (written before the key covered it) cannot be checked: refused."""
     from condense.methods._checkpoint import load_checkpoint, restore_state, save_checkpoint
 
@@ -88,7 +88,7 @@ def test_resume_refuses_a_checkpoint_without_the_new_identity_fields(digits, tmp
         _dm(digits, run)
 
 
-def test_restart_starts_over_and_equals_a_fresh_run(digits, tmp_path, one_thread):
+def test_restart_starts_over_and_equals_a_fresh_run(digits, tmp_path):
     _dm(digits, RunContext(out_dir=tmp_path, checkpoint_every=2, quiet=True), seed=0)
     syn = _dm(digits, RunContext(out_dir=tmp_path, checkpoint_every=2, quiet=True, restart=True), seed=5)
     fresh = _dm(digits, RunContext(quiet=True), seed=5)
@@ -104,7 +104,7 @@ def test_restart_starts_over_and_equals_a_fresh_run(digits, tmp_path, one_thread
     assert torch.equal(_dm(digits, RunContext(out_dir=tmp_path, quiet=True), seed=5).images, fresh.images)
 
 
-def test_a_corrupt_checkpoint_says_how_to_start_over(digits, tmp_path, one_thread):
+def test_a_corrupt_checkpoint_says_how_to_start_over(digits, tmp_path):
     run = RunContext(out_dir=tmp_path, checkpoint_every=2, quiet=True)
     ref = _dm(digits, run)
     path = tmp_path / CHECKPOINT_TENSORS
@@ -143,7 +143,7 @@ def _hold_lock(folder: Path) -> subprocess.Popen:
     return proc
 
 
-def test_a_second_run_into_a_held_folder_refuses_at_once(digits, tmp_path, one_thread):
+def test_a_second_run_into_a_held_folder_refuses_at_once(digits, tmp_path):
     holder = _hold_lock(tmp_path)
     try:
         t0 = time.perf_counter()
@@ -161,7 +161,7 @@ def test_a_second_run_into_a_held_folder_refuses_at_once(digits, tmp_path, one_t
         holder.stdout.close()
 
 
-def test_a_killed_holder_leaves_no_blocking_lock(digits, tmp_path, one_thread):
+def test_a_killed_holder_leaves_no_blocking_lock(digits, tmp_path):
     holder = _hold_lock(tmp_path)
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
@@ -212,7 +212,7 @@ def test_the_lock_is_held_during_the_run_and_released_at_the_end_and_on_error(di
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def test_dm_with_a_huge_image_lr_is_refused_and_writes_no_artifact(digits, tmp_path, one_thread):
+def test_dm_with_a_huge_image_lr_is_refused_and_writes_no_artifact(digits, tmp_path):
     work = tmp_path / "work"
     with pytest.raises(DivergenceError) as info:
         _dm(digits, RunContext(out_dir=work, quiet=True), num_iterations=3, lr_img=1e9)
@@ -231,7 +231,7 @@ def test_dm_with_a_huge_image_lr_is_refused_and_writes_no_artifact(digits, tmp_p
     assert not out.exists() and not out.with_suffix(".json").exists()
 
 
-def test_mtt_with_a_huge_image_lr_is_refused(digits, digits_buffer, tmp_path, one_thread):
+def test_mtt_with_a_huge_image_lr_is_refused(digits, digits_buffer, tmp_path):
     with pytest.raises(DivergenceError, match=r"^mtt: the synthetic images reach max \|x\| = \S+, allowed <= "):
         distill(
             "mtt",
@@ -313,7 +313,7 @@ def _digits_cases() -> list[tuple[str, str | None, int]]:
 
 
 @pytest.mark.parametrize(("name", "preset", "ipc"), _digits_cases(), ids=lambda v: str(v))
-def test_every_digits_preset_of_every_image_method_passes_the_gate(name, preset, ipc, digits, request, one_thread):
+def test_every_digits_preset_of_every_image_method_passes_the_gate(name, preset, ipc, digits, request):
     method = get_method(name)
     fields = {f.name for f in dataclasses.fields(method.Config)}
     over = {"num_iterations": 2, **_SHORT.get(name, {})} if "num_iterations" in fields else {}
