@@ -28,9 +28,8 @@ logger = logging.getLogger("condense")
 
 EPILOG = """examples:
   condense run                                    # distill digits and compare with random real images
-  condense experts --dataset cifar10 --data-root data --model convnetd3 --experts 20 --epochs 50 --out buffers/c10
-  condense distill --method mtt --dataset cifar10 --data-root data --ipc 10 --buffer buffers/c10 \
-      --out c10_mtt.safetensors
+  condense experts --preset mtt-cifar10-ipc10 --dataset cifar10 --data-root data --out buffers/c10
+  condense distill --method mtt --dataset cifar10 --data-root data --ipc 10 --buffer buffers/c10 --out c10_mtt
   condense eval c10_mtt.safetensors --dataset cifar10 --data-root data --models convnet,resnet18 --seeds 5 --json
   condense baseline random --dataset cifar10 --data-root data --ipc 10 --json
   condense show c10_mtt.safetensors --out grid.png
@@ -86,7 +85,8 @@ def _eval_opts(p: argparse.ArgumentParser, seeds: int = 5, epochs: int | None = 
         "--models",
         type=_models_arg,
         default=None,
-        help="comma-separated evaluation models (default: convnet; gcn for graph datasets, also gin, gat)",
+        help="comma-separated evaluation models (default: the model the set was distilled with, convnet when it "
+        "records none and for baselines; gcn for graph datasets, also gin, gat)",
     )
     p.add_argument("--seeds", type=_positive_int, default=seeds, help=f"models trained per architecture ({seeds})")
     p.add_argument(
@@ -151,11 +151,32 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train experts on real data and save their parameters after every epoch (resumable).",
     )
     p.add_argument("--dataset", required=True)
-    p.add_argument("--model", default="convnet")
-    p.add_argument("--experts", type=_positive_int, default=10)
-    p.add_argument("--epochs", type=_positive_int, default=50)
-    p.add_argument("--kind", default="vanilla", help="vanilla (MTT), flat (FTD/DATM, GSAM) or smooth (AST)")
-    p.add_argument("--zca", action="store_true", help="ZCA-whiten the data (eps 0.1)")
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="record the buffer a distillation preset needs, named <method>-<preset> (e.g. mtt-cifar10-ipc10): "
+        "its expert recipe, ZCA, model, epochs and the paper's expert count (100); --experts/--epochs may shrink it",
+    )
+    p.add_argument(
+        "--for",
+        dest="for_method",
+        default=None,
+        metavar="METHOD",
+        help="like --preset, for the default preset "
+        "of METHOD on --dataset at --ipc (e.g. --for mtt --dataset cifar10 --ipc 10)",
+    )
+    p.add_argument("--ipc", type=_positive_int, default=None, help="with --for: the IPC whose preset is meant")
+    p.add_argument(
+        "--model", default=None, help="architecture (default: the preset's, else convnet; convnetd2 below 16 px)"
+    )
+    p.add_argument(
+        "--experts", type=_positive_int, default=None, help="experts (default 10 for CPUs; a --preset records 100)"
+    )
+    p.add_argument("--epochs", type=_positive_int, default=None, help="epochs per expert (default: the preset's, 50)")
+    p.add_argument(
+        "--kind", default=None, help="vanilla (MTT), flat (FTD/DATM, GSAM), smooth (AST), or an expert preset"
+    )
+    p.add_argument("--zca", action="store_true", help="ZCA-whiten the data (eps 0.1; a --preset sets it)")
     p.add_argument("--at-once", type=_positive_int, default=None, help="experts trained at once (default: auto)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an expert config field")
     p.add_argument(
@@ -187,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--preset", default=None, help="preset name (default '<dataset>-ipc<N>' when it exists)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    p.add_argument("--zca", action="store_true", help="ZCA-whiten the data (eps 0.1)")
+    p.add_argument(
+        "--zca", action="store_true", help="ZCA-whiten the data (eps 0.1; on by itself when the buffer was whitened)"
+    )
     p.add_argument("--work-dir", default=None, help="checkpoints + JSONL log here (default: beside --out)")
     p.add_argument(
         "--checkpoint-every", type=_every, default=100, help="iterations between checkpoints (100; 0: never)"
@@ -296,6 +319,14 @@ def _buffer_arg(path: str) -> Path:
     return p
 
 
+def _buffer_whitened(path: Path) -> bool:
+    """Whether a buffer's manifest records ZCA (read as plain JSON; the buffer itself is verified when opened)."""
+    try:
+        return bool(json.loads((path / "manifest.json").read_text()).get("preprocessing", {}).get("zca"))
+    except (OSError, ValueError, AttributeError):
+        return False  # an unreadable manifest is refused with its own message when the buffer is opened
+
+
 def _artifact_arg(path: str) -> str:
     if Path(path).is_dir():
         raise ConfigError(f"'{path}' is a folder; expected an artifact file (NAME.safetensors or its NAME.json)")
@@ -326,7 +357,7 @@ def _check_model_name(name: str) -> None:
 def _load(args: argparse.Namespace):
     from condense.data import load_dataset
 
-    kwargs = {"zca": True} if getattr(args, "zca", False) else {}
+    kwargs = {"zca": True, "zca_device": _device(args.device)} if getattr(args, "zca", False) else {}
     return load_dataset(args.dataset, args.data_root, **kwargs)
 
 
@@ -394,6 +425,7 @@ def cmd_experts(args: argparse.Namespace) -> int:
 
     out = _folder_arg("--out", args.out, "a buffer folder (a new one, or one to resume)")
     device = _device(args.device)
+    _apply_buffer_preset(args)
     base = get_expert_config(args.kind)
     config = get_expert_config(args.kind, **parse_overrides(type(base), args.set))
     model_kwargs = {}
@@ -406,6 +438,10 @@ def cmd_experts(args: argparse.Namespace) -> int:
         except json.JSONDecodeError:
             model_kwargs[key.strip()] = raw
     data = _load(args)
+    if args.model is None:
+        from condense.models import default_model_for
+
+        args.model = default_model_for(data)
     _probe_model(args.model, data, model_kwargs)
     t0 = time.perf_counter()
     buf = record_experts(
@@ -431,6 +467,63 @@ def cmd_experts(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(msg)
     return 0
+
+
+def _apply_buffer_preset(args: argparse.Namespace) -> None:
+    """Fill ``condense experts``' recipe flags from ``--preset`` / ``--for`` (a flag that contradicts the preset is
+    refused: the buffer would not be the one the preset needs); without a preset, the plain CPU-sized defaults."""
+    if args.preset is None and args.for_method is None:
+        if args.ipc is not None:
+            raise ConfigError("--ipc only goes with --for METHOD")
+        args.kind = args.kind or "vanilla"
+        args.experts = args.experts or 10
+        args.epochs = args.epochs or 50
+        return
+    from condense.methods import preset_buffer
+
+    if args.preset is not None and args.for_method is not None:
+        raise ConfigError("pass --preset NAME or --for METHOD --ipc N, not both")
+    if args.for_method is not None and args.ipc is None:
+        raise ConfigError("--for METHOD needs --ipc N (the preset is '<dataset>-ipc<N>')")
+    if args.preset is not None:
+        method, key, need, min_epochs = preset_buffer(args.preset)
+        if not key.startswith(args.dataset + "-") and key != args.dataset:
+            raise ConfigError(f"--preset {args.preset} is a preset for another dataset than --dataset {args.dataset}")
+    else:
+        method, key, need, min_epochs = preset_buffer(method=args.for_method, dataset=args.dataset, ipc=args.ipc)
+    name = f"{method}-{key}"
+    kind = need.get("expert") or need.get("kind") or "vanilla"
+    for flag, given, wanted in (("--kind", args.kind, kind), ("--model", args.model, need.get("model"))):
+        if given is not None and wanted is not None and given != wanted:
+            raise ConfigError(f"{flag} {given} contradicts preset {name}, which needs {wanted}; drop {flag}")
+    if args.set:
+        raise ConfigError(f"--set changes the expert recipe preset {name} needs; record without --preset to use it")
+    if args.zca and need.get("zca") is False:
+        raise ConfigError(f"--zca contradicts preset {name}, which is recorded without ZCA; drop --zca")
+    args.kind = kind
+    args.model = args.model or need.get("model")
+    args.zca = bool(need.get("zca", args.zca))
+    args.experts = args.experts or need.get("experts", 10)
+    args.epochs = args.epochs or need.get("epochs") or min_epochs
+    if args.epochs < min_epochs:
+        raise ConfigError(f"--epochs {args.epochs}: preset {name} reads expert epochs up to {min_epochs}")
+    if need.get("epochs") and args.epochs != need["epochs"] and _decays(kind):
+        raise ConfigError(
+            f"--epochs {args.epochs}: preset {name} records {need['epochs']} epochs and its experts' lr decays "
+            "mid-training, so the length changes every snapshot; drop --epochs"
+        )
+    if not args.quiet:
+        print(
+            f"recording the buffer of preset {name}: {args.experts} {kind} experts x {args.epochs} epochs, "
+            f"model {args.model or 'default'}, ZCA {'on' if args.zca else 'off'}"
+        )
+
+
+def _decays(kind: str) -> bool:
+    """Whether experts of this kind or expert preset decay their lr mid-training (AST's smooth experts)."""
+    from condense.expert_trajectories import get_expert_config
+
+    return get_expert_config(kind).lr_decay_factor != 1.0
 
 
 def _probe_model(name: str, data: Any, model_kwargs: dict[str, Any]) -> None:
@@ -495,6 +588,10 @@ def cmd_distill(args: argparse.Namespace) -> int:
     default_work = tensors.with_name(tensors.stem + "_work")
     work = _folder_arg("--work-dir", args.work_dir or default_work, "a folder for checkpoints and the log")
     buffer = _buffer_arg(args.buffer) if args.buffer else None
+    if buffer is not None and not args.zca and _buffer_whitened(buffer):
+        args.zca = True  # the experts saw ZCA-whitened data: so must the student (the buffer check compares the ZCA)
+        if not args.quiet:
+            print(f"the buffer '{buffer}' was recorded on ZCA-whitened data: loading {args.dataset} with --zca")
     device = _device(args.device)
     overrides = _overrides(args, args.method)  # a bad --set is refused before the data is loaded
     if args.preset is not None:
@@ -517,6 +614,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     device = _check_eval_args(args)
     syn = SyntheticSet.load(_artifact_arg(args.path))
+    if syn.preprocessing.get("zca") and not args.zca:
+        args.zca = True  # the set lives in ZCA space: the real test images must be whitened the same way
     data = _load(args)
     row = evaluate(syn, data, **_eval_kwargs(args, device))
     row.setdefault("dataset", args.dataset)

@@ -19,6 +19,7 @@ __all__ = [
     "resolve_config",
     "check_range",
     "check_choice",
+    "PRESET_META",
     "preset",
     "preset_key",
 ]
@@ -128,7 +129,7 @@ def resolve_config(
             raise UnknownNameError(
                 f"unknown preset '{preset}'{did_you_mean(preset, names)} available: {', '.join(names)}"
             )
-        values.update({k: v for k, v in presets[preset].items() if k != "source"})
+        values.update({k: v for k, v in presets[preset].items() if k not in PRESET_META})
     values.update(dict(overrides or {}))
     return config_from_dict(cls, values)
 
@@ -155,10 +156,20 @@ def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
     raise ConfigError(f"{name}={value!r} is not allowed{hint} choose one of: {', '.join(map(str, allowed))}")
 
 
-def preset(*, source: str, **fields: Any) -> dict[str, Any]:
+#: preset keys that describe the experiment around a config and are not config fields: ``source`` (where the values
+#: come from), ``buffer`` (what expert buffer the preset needs, see ``condense.methods._trajectory.check_requirements``)
+#: and ``eval`` (how its sets are scored: ``{"protocol": ...}``)
+PRESET_META = ("source", "buffer", "eval")
+
+
+def preset(
+    *, source: str, buffer: Mapping[str, Any] | None = None, eval: Mapping[str, Any] | None = None, **fields: Any
+) -> dict[str, Any]:
     """One preset entry: config field overrides plus the ``source`` (paper table, README row) they come from.
 
-    Presets are keyword data (timm's ``_cfg``); a missing source is an error, so every value stays traceable.
+    Presets are keyword data (timm's ``_cfg``); a missing source is an error, so every value stays traceable. A preset
+    of a method that reads an expert buffer also says which buffer it needs (``buffer``: expert preset, ZCA, model,
+    expert count and epochs, as the paper recorded it), and a preset may name how its sets are evaluated (``eval``).
 
     Example:
         >>> preset(source="MTT Table 6", syn_steps=50, lr_img=1000.0)["syn_steps"]
@@ -166,7 +177,12 @@ def preset(*, source: str, **fields: Any) -> dict[str, Any]:
     """
     if not source:
         raise ConfigError("a preset needs a non-empty source (the paper table or README row its values come from)")
-    return {"source": source, **fields}
+    out: dict[str, Any] = {"source": source, **fields}
+    if buffer is not None:
+        out["buffer"] = dict(buffer)
+    if eval is not None:
+        out["eval"] = dict(eval)
+    return out
 
 
 def preset_key(dataset: str, ipc: int | None = None) -> str:

@@ -126,7 +126,7 @@ def run_demo(
     if protocol is not None:
         kw["protocol"] = protocol
     row = evaluate(syn, data, **kw)
-    base = random_real_baseline(data, ipc, **kw)
+    base = random_real_baseline(data, ipc, **{**kw, "models": list(row["accuracy"])})  # the set's models
     first = next(iter(row["accuracy"]))
     return {
         "dataset": data.name,

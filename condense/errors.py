@@ -17,6 +17,7 @@ __all__ = [
     "UnknownNameError",
     "MismatchError",
     "DivergenceError",
+    "CollapseError",
     "LockedError",
 ]
 
@@ -68,6 +69,12 @@ class MismatchError(CondenseError, ValueError):
 
 class DivergenceError(CondenseError, RuntimeError):
     """Optimization produced non-finite values and could not be recovered."""
+
+
+class CollapseError(DivergenceError):
+    """Optimization stayed finite but stopped doing anything useful (learned lr pinned at its floor, a matching
+    distance stuck at its no-progress value with vanishing gradients, an exploding loss) and rolling back to a
+    healthy state with a lower image lr did not recover it."""
 
 
 class LockedError(CondenseError, RuntimeError):

@@ -105,7 +105,8 @@ class SyntheticSet:
             by :meth:`save`.
 
     Shape:
-        images: (N, C, H, W), float32, normalized (and ZCA-whitened when preprocessing["zca"] is set).
+        images: (N, C, H, W), float32, normalized by preprocessing["mean"]/["std"], or ZCA-whitened [0, 1] pixels
+            when preprocessing["zca"] is set (then mean 0, std 1).
         labels: (N,) int64 or (N, K) float32.
     """
 
@@ -168,8 +169,8 @@ class SyntheticSet:
             return None
         from condense.data.zca import ZCA
 
-        eps = float((self.preprocessing.get("zca") or {}).get("eps", 0.1))
-        return ZCA.from_tensors({k: self.tensors[k] for k in _ZCA_KEYS}, eps)
+        info = self.preprocessing.get("zca") or {}
+        return ZCA.from_tensors({k: self.tensors[k] for k in _ZCA_KEYS}, float(info.get("eps", 0.1)), info)
 
     # ------------------------------------------------------------------ save / load
 
@@ -339,15 +340,23 @@ class SyntheticSet:
                 f"synthetic images are {tuple(self.images.shape[1:])}, dataset '{data.name}' images are "
                 f"{(data.channels, *data.image_size)}"
             )
-        mine = (self.preprocessing.get("zca") or {}).get("sha256")
-        theirs = (data.preprocessing().get("zca") or {}).get("sha256")
-        if mine != theirs:
+        mine, theirs = self.preprocessing.get("zca"), data.preprocessing().get("zca")
+        if (mine is None) != (theirs is None):
             state = lambda s: "ZCA on" if s else "ZCA off"  # noqa: E731
             raise MismatchError(
-                f"synthetic set was made with {state(mine)}, dataset '{data.name}' is loaded with {state(theirs)}"
-                + ("" if not (mine and theirs) else " (different ZCA matrices)")
-                + "; load the dataset with the same --zca setting"
+                f"synthetic set was made with {state(mine)}, dataset '{data.name}' is loaded with {state(theirs)}; "
+                "load the dataset with the same --zca setting"
             )
+        if mine is not None:
+            # recipe and fingerprint exactly, the matrices within a tolerance: the sha256 depends on thread counts
+            from condense.data.zca import describe_difference
+
+            diff = describe_difference(mine, theirs, ("synthetic set", f"dataset '{data.name}'"))
+            if diff is not None:
+                raise MismatchError(
+                    f"synthetic set does not fit dataset '{data.name}' ({diff}); load the dataset it was distilled "
+                    "from with --zca, or distill the set again with this condense"
+                )
 
     def to_dataset(self) -> torch.utils.data.TensorDataset:
         """A ``TensorDataset(images, labels)`` for ordinary training loops."""

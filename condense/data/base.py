@@ -7,6 +7,7 @@ container it returns says what it holds in ``kind`` (``"images"``: :class:`Image
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,14 +45,30 @@ def list_datasets(pattern: str = "*") -> list[str]:
     return DATASETS.list(pattern)
 
 
-def load_dataset(name: str, root: str | None = None, *, zca: bool = False, download: bool = False, **options: Any):
+#: the device ``load_dataset(..., zca_device=...)`` fits ZCA on, read by :func:`from_uint8_arrays` (so no loader has
+#: to thread it through)
+_ZCA_DEVICE: contextvars.ContextVar[Any] = contextvars.ContextVar("condense_zca_device", default=None)
+
+
+def load_dataset(
+    name: str,
+    root: str | None = None,
+    *,
+    zca: bool = False,
+    download: bool = False,
+    zca_device: torch.device | str | None = None,
+    **options: Any,
+):
     """Load any registered dataset by name or ``<prefix>:<arg>`` (``imagefolder:<path>``, ``tu:<NAME>``).
 
     Args:
         name: a registered name (:func:`list_datasets`) or a prefix plus its argument.
         root: data folder (default ``./data`` for file-backed datasets; embedded ones ignore it).
-        zca: ZCA-whiten (image datasets only).
+        zca: ZCA-whiten (image datasets only): the [0, 1] pixels, not normalized, eps 0.1, fitted on the training
+            split and applied to both, as MTT/FTD/DATM do (see :func:`from_uint8_arrays`).
         download: allowed to download (datasets that support it).
+        zca_device: where the ZCA fit and the whitening run, a chunk at a time (default: the CPU); the data and
+            the result stay on the CPU. The CLI passes ``--device``.
         **options: loader-specific keywords, e.g. ``seed`` and ``split`` of graph datasets.
 
     Returns:
@@ -67,10 +84,14 @@ def load_dataset(name: str, root: str | None = None, *, zca: bool = False, downl
         >>> load_dataset("synthetic_graphs").kind
         'graphs'
     """
-    if ":" in name:
-        prefix, arg = name.split(":", 1)
-        return DATASETS.get(prefix + ":")(arg, root=root, zca=zca, download=download, **options)
-    return DATASETS.get(name)(root, zca=zca, download=download, **options)
+    token = _ZCA_DEVICE.set(zca_device)
+    try:
+        if ":" in name:
+            prefix, arg = name.split(":", 1)
+            return DATASETS.get(prefix + ":")(arg, root=root, zca=zca, download=download, **options)
+        return DATASETS.get(name)(root, zca=zca, download=download, **options)
+    finally:
+        _ZCA_DEVICE.reset(token)
 
 
 def sample_per_class(members: Sequence[torch.Tensor], ipc: int, generator: torch.Generator) -> torch.Tensor:
@@ -94,22 +115,28 @@ def sample_per_class(members: Sequence[torch.Tensor], ipc: int, generator: torch
     check_range("ipc", ipc, 1)
     out = []
     for idx in members:
-        perm = torch.randperm(idx.numel(), generator=generator)[:ipc]
+        perm = torch.randperm(idx.numel(), generator=generator, device=generator.device)[:ipc]
         out.append(idx[perm.to(idx.device)])
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)
 
 
 @dataclass
 class ImageData:
-    """A whole image-classification dataset held as tensors, already normalized (and ZCA-whitened if set).
+    """A whole image-classification dataset held as tensors, already preprocessed: normalized, or ZCA-whitened.
 
     Small datasets (digits, CIFAR) fit in memory and, on a GPU, on the device: methods index tensors
     instead of iterating a DataLoader (airbench's trick: no per-batch Python overhead).
 
+    Two preprocessings, as in the trajectory-matching references (``mtt-distillation:utils.py`` ``get_dataset``):
+    without ZCA, ``(x - mean) / std`` of [0, 1] pixels; with ZCA, the whitening of the [0, 1] pixels themselves,
+    with ``mean`` zeros and ``std`` ones (the identity normalization), so undoing ``zca`` then ``mean``/``std``
+    gives the pixels back in both cases.
+
     Shape:
-        x_train: (N, C, H, W), float32, normalized by ``mean``/``std`` then ZCA-whitened when ``zca`` is set.
+        x_train: (N, C, H, W), float32: ``(x - mean) / std`` of [0, 1] pixels, or, when ``zca`` is set, the
+            ZCA-whitened [0, 1] pixels (``mean`` = 0, ``std`` = 1).
         y_train: (N,), int64 class indices in ``classes`` order.
-        x_test: (M, C, H, W), same preprocessing as ``x_train``.
+        x_test: (M, C, H, W), same preprocessing as ``x_train`` (the ZCA fitted on the training split).
         y_test: (M,), int64.
     """
 
@@ -194,14 +221,32 @@ class ImageData:
         return self
 
 
-def fingerprint_tensors(x: torch.Tensor, y: torch.Tensor) -> str:
-    """Cheap content fingerprint: sha256 over shapes, labels and a strided sample of pixels."""
+def fingerprint_tensors(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> str:
+    """Cheap content fingerprint: sha256 over shapes, labels and a strided sample of pixels.
+
+    With ``mean`` and ``std``, ``x`` holds [0, 1] pixels and the sample is normalized as ``(x - mean) / std`` before
+    hashing (the same float32 operations as the normalization itself, so the digest equals that of the normalized
+    tensor): a ZCA dataset, which is not normalized, keeps the fingerprint of the same data loaded without ZCA.
+
+    Shape:
+        x: (N, C, H, W); y: (N,) int64.
+    """
     h = hashlib.sha256()
     h.update(str(tuple(x.shape)).encode())
     h.update(y.detach().cpu().numpy().astype(np.int64).tobytes())
     flat = x.detach().reshape(-1)
     step = max(1, flat.numel() // 65536)
-    h.update(flat[::step].cpu().float().numpy().tobytes())
+    sample = flat[::step].cpu().float()
+    if mean is not None and std is not None:
+        pos = torch.arange(0, flat.numel(), step)
+        channel = (pos // (x.shape[2] * x.shape[3])) % x.shape[1]
+        sample = (sample - torch.tensor(mean)[channel]) / torch.tensor(std)[channel]
+    h.update(sample.numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -226,28 +271,48 @@ def from_uint8_arrays(
     std: tuple[float, ...],
     zca: bool = False,
     zca_eps: float = 0.1,
+    zca_device: torch.device | str | None = None,
 ) -> ImageData:
-    """Build :class:`ImageData` from uint8 NHWC arrays: scale to [0, 1], normalize, optionally ZCA-whiten.
+    """Build :class:`ImageData` from uint8 NHWC arrays: scale to [0, 1], then normalize or ZCA-whiten.
 
-    ZCA is fitted on the normalized training set and applied to both splits, as MTT/DATM do.
+    Without ZCA, the [0, 1] pixels are normalized with ``mean``/``std``. With ZCA they are not: the whitening is
+    fitted on the [0, 1] training pixels (eps ``zca_eps``) and applied to both splits, and the returned dataset
+    records ``mean`` zeros and ``std`` ones. This is what MTT, FTD and DATM do (``ToTensor()`` only under ``--zca``,
+    then ``kornia.enhance.ZCAWhitening(eps=0.1)``: ``mtt-distillation:utils.py``, ``DATM:utils/utils_baseline.py``).
+    The fingerprint is that of the normalized training set either way (see :func:`fingerprint_tensors`).
+
+    Args:
+        zca_device: where the ZCA covariance is accumulated and decomposed and the splits are whitened, a chunk at a
+            time (default: the CPU, where the tensors are built).
+
+    Shape:
+        x_train, x_test: (N, H, W, C) uint8; y_train, y_test: (N,) integer.
     """
     check_uint8_images(x_train, y_train, f"{name} train")
     check_uint8_images(x_test, y_test, f"{name} test")
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
 
-    def prep(x: np.ndarray) -> torch.Tensor:
+    def pixels(x: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().div_(255.0)
-        m = torch.tensor(mean).view(1, -1, 1, 1)
-        s = torch.tensor(std).view(1, -1, 1, 1)
-        return ((t - m) / s).contiguous()
+        return t.contiguous()
 
-    xtr, xte = prep(x_train), prep(x_test)
+    xtr, xte = pixels(x_train), pixels(x_test)
     ytr = torch.from_numpy(y_train.astype(np.int64))
     yte = torch.from_numpy(y_test.astype(np.int64))
-    fp = fingerprint_tensors(xtr, ytr)
-    zca_obj = None
-    if zca:
-        from condense.data.zca import ZCA
+    if not zca:
+        # in place: the same float32 operations as (t - m) / s, without a second copy of the split
+        xtr, xte = xtr.sub_(m).div_(s), xte.sub_(m).div_(s)
+        fp = fingerprint_tensors(xtr, ytr)
+        return ImageData(name, xtr, ytr, xte, yte, list(classes), tuple(mean), tuple(std), None, fingerprint=fp)
 
-        zca_obj = ZCA(eps=zca_eps).fit(xtr)
-        xtr, xte = zca_obj(xtr), zca_obj(xte)
-    return ImageData(name, xtr, ytr, xte, yte, list(classes), tuple(mean), tuple(std), zca_obj, fingerprint=fp)
+    from condense.data.zca import PIXELS_01, ZCA
+
+    fp = fingerprint_tensors(xtr, ytr, mean, std)
+    if zca_device is None:
+        zca_device = _ZCA_DEVICE.get()
+    zca_obj = ZCA(eps=zca_eps).fit(xtr, input_scale=PIXELS_01, device=zca_device)
+    zca_obj.whiten_(xtr, device=zca_device)
+    zca_obj.whiten_(xte, device=zca_device)
+    c = xtr.shape[1]
+    return ImageData(name, xtr, ytr, xte, yte, list(classes), (0.0,) * c, (1.0,) * c, zca_obj, fingerprint=fp)

@@ -177,7 +177,8 @@ def load_cifar10(root: str | None = None, *, zca: bool = False, download: bool =
     Args:
         root: folder holding ``cifar-10-batches-py/`` or the ``.npz`` shards (or ``cifar10/`` with them);
             default ``./data``.
-        zca: ZCA-whiten with eps 0.1 (fitted on the training split).
+        zca: instead of normalizing, ZCA-whiten the [0, 1] pixels with eps 0.1 (fitted on the training split), as
+            MTT/FTD/DATM do.
         download: when the data is absent, fetch it with ``torchvision.datasets.CIFAR10`` (needs internet).
 
     Raises:
@@ -210,7 +211,8 @@ def load_cifar100(root: str | None = None, *, zca: bool = False, download: bool 
     Args:
         root: folder holding ``cifar-100-python/`` or the ``.npz`` shards (or ``cifar100/`` with them);
             default ``./data``.
-        zca: ZCA-whiten with eps 0.1 (fitted on the training split).
+        zca: instead of normalizing, ZCA-whiten the [0, 1] pixels with eps 0.1 (fitted on the training split), as
+            MTT/FTD/DATM do.
         download: when the data is absent, fetch it with ``torchvision.datasets.CIFAR100`` (needs internet).
 
     Raises:

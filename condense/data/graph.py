@@ -346,7 +346,7 @@ def stratified_split(
     parts: list[list[torch.Tensor]] = [[], [], []]
     for c in torch.unique(y).tolist():
         idx = torch.nonzero(y == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=gen)]
+        idx = idx[torch.randperm(len(idx), generator=gen, device=gen.device)]
         n = len(idx)
         n_test = max(1, round(fractions[2] * n)) if n >= 3 else 0
         n_val = max(1, round(fractions[1] * n)) if n >= 3 else 0
@@ -365,7 +365,7 @@ def random_split(
     The authors shuffle with PyG's ``dataset.shuffle()`` under seed 0; we use a seeded ``torch.randperm``, so the
     protocol is the same but the exact graphs differ.
     """
-    perm = torch.randperm(num_graphs, generator=torch.Generator().manual_seed(seed))
+    perm = torch.randperm(num_graphs, generator=torch.Generator().manual_seed(seed), device="cpu")
     n_test = int(fractions[2] * num_graphs)
     n_val = int(fractions[1] * num_graphs)
     te, va, tr = perm[:n_test], perm[n_test : n_test + n_val], perm[n_test + n_val :]

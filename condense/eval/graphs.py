@@ -223,7 +223,7 @@ def _train_and_test(
             loss = -(torch.log_softmax(logits, 1) * w).sum() / w.sum()
         else:
             if order.numel() < protocol.batch_size:
-                order = torch.cat([order, source.idx[torch.randperm(n, generator=gen)]])
+                order = torch.cat([order, source.idx[torch.randperm(n, generator=gen, device=gen.device)]])
             ids, order = order[: protocol.batch_size], order[protocol.batch_size :]
             mb = source.data.batch(ids).to(device)
             logits = net(mb.x, mb.edge_index, mb.batch, mb.num_graphs)

@@ -52,7 +52,7 @@ def _lr_at(epoch: int, base_lr: float, proto: EvalProtocol) -> float:
 
 
 def _batches(n: int, gen: torch.Generator, batch_size: int) -> list[torch.Tensor]:
-    perm = torch.randperm(n, generator=gen)
+    perm = torch.randperm(n, generator=gen, device=gen.device)
     return list(perm.split(batch_size))
 
 

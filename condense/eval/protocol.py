@@ -5,6 +5,9 @@ The ``classic`` protocol is the one DC/DSA/DM, MTT, FTD and DATM report (see ``s
 5e-4), lr = the set's learned lr or 0.01, lr x0.1 at half the epochs, DSA augmentation, batch 256, 1000 epochs,
 and the **final-epoch** test accuracy (never best-on-test) averaged over seeds.
 
+The ``datm`` protocol is ``classic`` with batch 128, the batch of DATM's evaluation (every DATM config sets
+``batch_train: 128``); use it to compare with DATM's tables. ``classic_noaug`` is ``classic`` without augmentation.
+
 The ``graph`` protocol trains a fresh GNN with Adam on a graph summary, a graph subset or the full training split
 and scores the checkpoint with the best **validation** score on the test split (Mirage, DosCond and KiDD code; see
 :mod:`condense.eval.graphs`).
@@ -60,6 +63,7 @@ class EvalProtocol(_Replaceable):
         augment: augmentation name (``condense.augment``); "auto" = DSA, without flip on digit datasets.
         temperature: soft-label temperature: targets are softmax(labels / T), KD loss scaled by T^2.
         test_batch_size: test-set batch size (memory only, not accuracy).
+        source: where the recipe comes from (documentation only; never changes a number).
     """
 
     kind: ClassVar[str] = "images"
@@ -77,6 +81,7 @@ class EvalProtocol(_Replaceable):
     augment: str = "auto"
     temperature: float = 1.0
     test_batch_size: int = 1024
+    source: str = "MTT utils.py evaluate_synset / DC utils.py (shared/reference/trajectory.md 1.4)"
 
     def __post_init__(self) -> None:
         check_range("epochs", self.epochs, 1)
@@ -147,6 +152,17 @@ PROTOCOLS: Registry[EvalProtocol | GraphProtocol] = Registry("protocol")
 PROTOCOLS.register("classic")(EvalProtocol())
 # The same recipe without augmentation (DD-Ranking's augmentation-robust score needs both).
 PROTOCOLS.register("classic_noaug")(EvalProtocol(name="classic_noaug", augment="none"))
+# DATM's evaluation: the classic recipe with batch 128 (every DATM config sets batch_train: 128, which
+# utils/utils_baseline.py feeds to the evaluation's DataLoader); soft labels already train with the KD loss at T = 1,
+# whose gradient equals DATM's soft cross-entropy. Not chosen automatically: pass protocol="datm".
+PROTOCOLS.register("datm")(
+    EvalProtocol(
+        name="datm",
+        batch_size=128,
+        source="DATM configs/{CIFAR-10,CIFAR-100,TinyImageNet}/ConvIN/IPC*.yaml batch_train: 128 at 97ae510 "
+        "(shared/reference/trajectory.md 1.4 and 4.2; fidelity-audit.md finding 5)",
+    )
+)
 PROTOCOLS.register("graph")(GRAPH_PROTOCOL)
 
 #: The protocol ``evaluate`` uses when none is given, by ``data.kind``.

@@ -39,7 +39,7 @@ __all__ = [
 logger = logging.getLogger("condense")
 
 PARTIAL_FORMAT = "condense.expert_partial"
-PARTIAL_FORMAT_VERSION = 1
+PARTIAL_FORMAT_VERSION = 2  # 2: smooth experts decay after epoch E//2+1 with a fresh momentum buffer (AST)
 PARTIAL_PREFIX = "partial_"
 PARTIAL_JSON = "checkpoint.json"
 LOG_NAME = "log.jsonl"

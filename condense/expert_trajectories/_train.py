@@ -16,6 +16,12 @@ to float rounding.
 One step of one expert (``Trainer.step_fn``), in order: cross-entropy on the augmented batch, scaled in AST's early
 epochs; AST's input-gradient penalty on the clean batch; the gradient, through GSAM for flat experts (``sam.py``);
 then ``condense.optim.sgd_tree`` (``torch.optim.SGD`` semantics: weight decay, momentum, dampening 0).
+
+Learning-rate decay (``lr_decay_factor`` != 1): the lr is multiplied once, before epoch ``lr_decay_epoch`` (0-based;
+default ``epochs // 2 + 2``), and the momentum buffer is reset to zero there. This is AST's ``buffer.py`` loop (and
+MTT's ``--decay``): after epoch ``epochs // 2 + 1`` has trained it multiplies the lr and builds a new
+``torch.optim.SGD``, so epoch ``epochs // 2 + 2`` is the first one at the lower lr and starts without momentum
+(for 50 epochs: epochs 0-26 at lr, 27-49 at 0.6 lr).
 """
 
 from __future__ import annotations
@@ -241,7 +247,9 @@ class Trainer:
         self.snapshot_plan = snapshot_steps(epochs, self.steps_per_epoch, save_every_steps)
         self.snapshot_steps = set(self.snapshot_plan)
         self.num_snapshots = len(self.snapshot_plan)
-        self.lr_decay_epoch = cfg.lr_decay_epoch if cfg.lr_decay_epoch is not None else epochs // 2 + 1
+        # the first 0-based epoch trained at the decayed lr: AST's buffer.py decays after epoch E // 2 + 1 has
+        # trained (``if e in lr_schedule`` at the end of epoch e), so epoch E // 2 + 2 is the first at the lower lr
+        self.lr_decay_epoch = cfg.lr_decay_epoch if cfg.lr_decay_epoch is not None else epochs // 2 + 2
 
     def build(self, expert: Expert) -> torch.nn.Module:
         """The expert's network, initialized from its ``init`` seed, on the device."""
@@ -396,12 +404,17 @@ class Trainer:
         # Training: per epoch, each expert's own permutation; per step, its own DSA draw
         for epoch in range(start_epoch, self.epochs):
             if epoch == self.lr_decay_epoch and self.cfg.lr_decay_factor != 1.0:
+                # AST (buffer.py) and MTT (--decay) rebuild torch.optim.SGD with the new lr: the momentum buffer
+                # starts again from zero (zeros here: the first step's 0 * mu + d is d, as a fresh SGD's buffer)
                 lr *= self.cfg.lr_decay_factor
+                mom = {n: torch.zeros_like(m) for n, m in mom.items()}
             scale = self.cfg.loss_scale(epoch) if isinstance(self.cfg, SmoothExpertConfig) else 1.0
             step_fn = self.step_fn(base, lr, scale)
             if vmapped:
                 step_fn = torch.func.vmap(step_fn, in_dims=(0, 0, 0, 0, 0, 0))
-            perms = torch.stack([torch.randperm(self.num_train, generator=e.order_gen) for e in experts])
+            perms = torch.stack(
+                [torch.randperm(self.num_train, generator=e.order_gen, device=e.order_gen.device) for e in experts]
+            )
             perms = perms.to(self.device)
             loss_sum = torch.zeros(k, device=self.device, dtype=torch.float64)
             for s in range(self.steps_per_epoch):

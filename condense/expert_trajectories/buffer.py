@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from condense.data.zca import describe_difference
 from condense.errors import ConfigError, DataNotFoundError, IntegrityError, MismatchError
 from condense.expert_trajectories.manifest import (
     MANIFEST_NAME,
@@ -147,8 +148,11 @@ class ExpertBuffer:
         rz, z = rec_pre.get("zca"), pre.get("zca")
         if (rz is None) != (z is None):
             diffs.append(f"ZCA: buffer {'on' if rz else 'off'}, this run {'on' if z else 'off'}")
-        elif rz is not None and canonical_json(rz) != canonical_json(z):
-            diffs.append(f"ZCA matrix: buffer {_short(rz)}, this run {_short(z)}")
+        elif rz is not None:
+            # recipe and fingerprint exactly, the matrices within a tolerance (their sha256 depends on thread counts)
+            diff = describe_difference(rz, z, ("buffer", "this run"))
+            if diff is not None:
+                diffs.append(diff)
         for key in ("mean", "std"):
             if canonical_json(rec_pre.get(key)) != canonical_json(pre.get(key)):
                 diffs.append(f"normalization {key}: buffer {rec_pre.get(key)}, this run {pre.get(key)}")
@@ -281,7 +285,7 @@ class ExpertBuffer:
             max_start: largest start epoch, exclusive (MTT's ``max_start_epoch``).
             expert_epochs: M, epochs between start and target.
             device: where the returned tensors go.
-            generator: CPU generator for the expert and epoch draws (None: the global RNG).
+            generator: generator of the expert and epoch draws, on any device (None: the global RNG).
 
         Raises:
             ConfigError: the window is empty or reaches past the last snapshot.
@@ -297,8 +301,9 @@ class ExpertBuffer:
                 f"{max_start - 1 + expert_epochs}, but buffer '{self.path}' holds snapshots 0..{last}; lower "
                 "max_start or expert_epochs, or record longer experts"
             )
-        k = int(torch.randint(len(self.expert_ids), (), generator=generator))
-        t = int(torch.randint(min_start, max_start, (), generator=generator))
+        draw_on = generator.device if generator is not None else None  # a CUDA generator draws on its own device
+        k = int(torch.randint(len(self.expert_ids), (), generator=generator, device=draw_on))
+        t = int(torch.randint(min_start, max_start, (), generator=generator, device=draw_on))
         eid = self.expert_ids[k]
         start = self.snapshot(eid, t).to(device)
         target = self.snapshot(eid, t + expert_epochs).to(device)
@@ -318,8 +323,3 @@ class ExpertBuffer:
             f"ExpertBuffer('{self.path}', {self.kind}, {ds['name']}/{self.model_spec['name']}, "
             f"experts={self.num_experts}, snapshots={self.num_snapshots}, params={self.num_params})"
         )
-
-
-def _short(z: dict[str, Any]) -> str:
-    sha = str(z.get("sha256", ""))[:12]
-    return f"eps={z.get('eps')}, sha256={sha}"

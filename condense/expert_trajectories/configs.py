@@ -75,7 +75,9 @@ class ExpertConfig:
     batch_size: int = 256  # real images per SGD step (MTT --batch_train)
     augment: str = "auto"  # DSA during expert training (MTT: args.dsa True); auto = no flip on digit datasets
     lr_decay_factor: float = 1.0  # lr multiplied by this once, at lr_decay_epoch (MTT: --decay off -> 1.0)
-    lr_decay_epoch: int | None = None  # 0-based epoch of that decay; None: epochs // 2 + 1 (AST buffer.py)
+    # the first 0-based epoch trained at the decayed lr, with the momentum buffer reset to zero there (a new SGD);
+    # None: epochs // 2 + 2, because AST buffer.py (and MTT --decay) decays after epoch epochs // 2 + 1 has trained
+    lr_decay_epoch: int | None = None
     max_attempts: int = 3  # trainings per expert when one diverges (NaN/inf); each retry draws fresh seeds
 
     def __post_init__(self) -> None:
@@ -150,7 +152,7 @@ class SmoothExpertConfig(ExpertConfig):
     lr_teacher: float = 0.003  # AST buffer.py --lr_teacher default
     momentum: float = 0.9  # AST SGDMOM
     weight_decay: float = 1e-3  # AST SGDMOM weight decay
-    lr_decay_factor: float = 0.6  # AST: lr x0.6 at epoch train_epochs // 2 + 1 (unconditional)
+    lr_decay_factor: float = 0.6  # AST: lr x0.6 after epoch train_epochs // 2 + 1 has trained (unconditional)
     loss_scale_start: float = 0.5  # AST --loss_decay: CE x0.5 in epoch 0 ...
     loss_scale_step: float = 0.05  # ... +0.05 per epoch ...
     loss_scale_epochs: int = 10  # ... for epochs 0-9 (x0.95 in epoch 9), x1 afterwards

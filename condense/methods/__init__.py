@@ -35,7 +35,17 @@ from condense.methods._gate import check_plausible
 from condense.methods._runner import run_matcher
 from condense.methods.base import METHODS, Matcher, MatchState, Method, RunContext
 
-__all__ = ["METHODS", "Method", "Matcher", "MatchState", "RunContext", "distill", "get_method", "list_methods"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "Matcher",
+    "MatchState",
+    "RunContext",
+    "distill",
+    "get_method",
+    "list_methods",
+    "preset_buffer",
+]
 
 logger = logging.getLogger("condense")
 
@@ -159,4 +169,59 @@ def distill(
         check_plausible(syn, data)
     if preset is not None:
         syn.meta.setdefault("preset", preset)
+        evaluation = method.presets[preset].get("eval")
+        if evaluation:  # how the preset's paper scores its sets (DATM: batch 128); evaluate() defaults to it
+            syn.meta.setdefault("eval", dict(evaluation))
     return syn
+
+
+def preset_buffer(
+    name: str | None = None, *, method: str | None = None, dataset: str | None = None, ipc: int | None = None
+) -> tuple[str, str, dict[str, Any], int]:
+    """The expert buffer a trajectory preset needs, by its full name or by method, dataset and IPC.
+
+    Args:
+        name: ``"<method>-<preset>"``, e.g. ``"mtt-cifar10-ipc10"`` (``condense experts --preset``).
+        method, dataset, ipc: the method and the dataset/IPC whose default preset it is (``condense experts --for``).
+
+    Returns:
+        ``(method, preset, requirements, min_epochs)``: requirements as ``preset(..., buffer=...)`` declares them
+        (keys in ``condense.methods._trajectory.REQUIREMENT_KEYS``), plus the config's expert kind when the preset
+        names none; ``min_epochs`` the last expert epoch the preset reads (``max_start_epoch - 1 + expert_epochs``).
+
+    Raises:
+        ConfigError: neither or both ways given, a method that reads no buffer, or a preset without a buffer.
+        UnknownNameError: unknown method or preset (did-you-mean).
+
+    Example:
+        >>> preset_buffer("mtt-cifar10-ipc10")[2:], preset_buffer(method="ftd", dataset="digits", ipc=1)[2]
+        (({'expert': 'mtt', 'zca': True, 'model': 'convnet', 'model_kwargs': {}, 'experts': 100, 'epochs': 50}, 21), \
+{'model': 'convnetd2', 'kind': 'flat'})
+    """
+    from condense.errors import ConfigError, UnknownNameError
+    from condense.registry import did_you_mean
+
+    if (name is None) == (method is None):
+        raise ConfigError("name the preset either as '<method>-<preset>' or by method, dataset and ipc")
+    if name is not None:
+        method, _, key = name.partition("-")
+        m = get_method(method)
+    else:
+        m = get_method(method)
+        key = m.default_preset(dataset or "", ipc) if ipc is not None else None
+        if key is None:
+            raise ConfigError(f"method '{method}' has no preset for dataset '{dataset}' at ipc {ipc}")
+    if not getattr(m, "needs_buffer", False):
+        raise ConfigError(f"method '{method}' reads no expert buffer; only trajectory methods have buffer presets")
+    if key not in m.presets:
+        names = [f"{method}-{k}" for k in sorted(m.presets)]
+        full = f"{method}-{key}"
+        raise UnknownNameError(f"unknown preset '{full}'{did_you_mean(full, names)} available: {', '.join(names)}")
+    wanted = m.presets[key].get("buffer")
+    if not wanted:
+        raise ConfigError(f"preset '{method}-{key}' declares no buffer")
+    wanted = dict(wanted)
+    cfg = m.resolve_config(key)
+    if "expert" not in wanted and "kind" not in wanted and cfg.expert_kind != "any":
+        wanted["kind"] = cfg.expert_kind
+    return str(method), key, wanted, int(cfg.max_start_epoch - 1 + cfg.expert_epochs)

@@ -53,7 +53,7 @@ from typing import Any
 import torch
 
 from condense._version import __version__
-from condense.errors import DivergenceError, IntegrityError, LockedError, MismatchError
+from condense.errors import CollapseError, DivergenceError, IntegrityError, LockedError, MismatchError
 from condense.io import JsonlLog
 from condense.methods._checkpoint import (
     CHECKPOINT_JSON,
@@ -64,7 +64,7 @@ from condense.methods._checkpoint import (
     run_identity,
     save_checkpoint,
 )
-from condense.methods._gate import check_plausible
+from condense.methods._gate import LR_FLOOR_MARGIN, check_plausible
 from condense.methods.base import Matcher, MatchState, RunContext
 
 try:  # POSIX only; the lock is skipped (with a log note) where it is missing
@@ -80,6 +80,9 @@ __all__ = [
     "LOG_NAME",
     "LOCK_NAME",
     "MAX_CONSECUTIVE_DIVERGENCES",
+    "COLLAPSE_WINDOW",
+    "MAX_COLLAPSE_RECOVERIES",
+    "lr_summary",
 ]
 
 logger = logging.getLogger("condense")
@@ -91,6 +94,13 @@ LOCK_NAME = ".lock"
 START_OVER = "rerun with --restart to discard the checkpoint, or use another --work-dir"
 #: Consecutive non-finite steps (each rolled back, image lr reduced) before the run gives up.
 MAX_CONSECUTIVE_DIVERGENCES = 5
+#: Iterations between healthy-state snapshots: a collapse rolls back to the state COLLAPSE_WINDOW to
+#: 2 * COLLAPSE_WINDOW iterations before it was detected.
+COLLAPSE_WINDOW = 5
+#: Collapses (each rolled back to a healthy state, image lr / 10) before the run stops with CollapseError.
+MAX_COLLAPSE_RECOVERIES = 3
+#: At most this many (iteration, lr) points of the learned-lr trajectory go into the artifact's meta.
+LR_TRACE_POINTS = 50
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -262,6 +272,26 @@ def _non_finite(stats: dict[str, Any], state: MatchState) -> list[str]:
     return bad
 
 
+def lr_summary(trace: list[float], lr_min: float | None) -> dict[str, Any]:
+    """What the artifact records of a learned lr: initial, final, min, max, iterations at the floor, and at most
+    :data:`LR_TRACE_POINTS` evenly spaced ``[iteration, lr]`` points (``trace[i]`` is the lr after iteration ``i``)."""
+    n = len(trace)
+    if n <= LR_TRACE_POINTS:
+        idx = list(range(n))
+    else:
+        idx = sorted({round(i * (n - 1) / (LR_TRACE_POINTS - 1)) for i in range(LR_TRACE_POINTS)})
+    out: dict[str, Any] = {
+        "initial": trace[0],
+        "final": trace[-1],
+        "min": min(trace),
+        "max": max(trace),
+        "points": [[i, trace[i]] for i in idx],
+    }
+    if lr_min is not None:
+        out["floor_iterations"] = sum(v <= LR_FLOOR_MARGIN * lr_min for v in trace)
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Logging
 # ----------------------------------------------------------------------------------------------------------------------
@@ -276,15 +306,18 @@ def _to_float(v: Any) -> Any:
 
 def _monitor(syn: Any, data: Any, cfg: Any, run: RunContext) -> dict[str, Any]:
     """Score the current set with the shared protocol of the data's kind (a fixed seed: the run's generator is
-    never consumed). Images: ``run.eval_epochs`` epochs of the method's model (convnet by default); graphs: the
+    never consumed). Images: ``run.eval_epochs`` epochs of the model the set was distilled with
+    (``condense.eval.evaluate.distilled_model``: the buffer's for trajectory methods); graphs: the
     graph protocol's own length, GCN by default."""
     from condense.eval import evaluate
+    from condense.eval.evaluate import distilled_model
 
     t0 = time.perf_counter()
     if getattr(data, "kind", "images") == "graphs":
         models, epochs = list(run.eval_models or ["gcn"]), None
     else:
-        models, epochs = list(run.eval_models or [getattr(cfg, "model", None) or "convnet"]), run.eval_epochs
+        # the model the set was distilled with (the buffer's for trajectory methods), as evaluate's default
+        models, epochs = list(run.eval_models or [distilled_model(syn)]), run.eval_epochs
     row = evaluate(syn, data, models=models, seeds=run.eval_seeds, epochs=epochs, device=run.device, quiet=True, seed=0)
     acc = {m: float(v["mean"]) for m, v in row["accuracy"].items()}
     std = {m: float(v["std"]) for m, v in row["accuracy"].items()}
@@ -346,6 +379,7 @@ def _run_locked(matcher: Matcher, data: Any, cfg: Any, ipc: int, gen: torch.Gene
     device = torch.device(run.device)
 
     start, divergences, seconds_before, resumed_from = 0, 0, 0.0, None
+    collapses, lr_trace = 0, []
     discarded = _discard_previous(out_dir) if (out_dir is not None and run.restart) else None
     loaded = None
     if out_dir is not None and run.resume and not run.restart:
@@ -369,6 +403,8 @@ def _run_locked(matcher: Matcher, data: Any, cfg: Any, ipc: int, gen: torch.Gene
         gen.set_state(gen_state)
         start = resumed_from = int(record["iteration"])
         divergences = int(record.get("extra", {}).get("divergences", 0))
+        collapses = int(record.get("extra", {}).get("collapses", 0))
+        lr_trace = [float(v) for v in record.get("extra", {}).get("lr_trace", [])][:start]
         seconds_before = float(record.get("extra", {}).get("seconds", 0.0))
         matcher.restore_runtime(state, data, cfg, run)
         logger.info("resuming %s from iteration %d in '%s'", matcher.name, start, out_dir)
@@ -389,7 +425,8 @@ def _run_locked(matcher: Matcher, data: Any, cfg: Any, ipc: int, gen: torch.Gene
     def checkpoint(done: int, elapsed: float) -> None:
         if out_dir is None or run.checkpoint_every <= 0:
             return
-        save_checkpoint(out_dir, state, gen, done, identity, {"divergences": divergences, "seconds": elapsed})
+        extra = {"divergences": divergences, "collapses": collapses, "lr_trace": lr_trace[:done], "seconds": elapsed}
+        save_checkpoint(out_dir, state, gen, done, identity, extra)
         log.write({"event": "checkpoint", "it": done})
 
     from tqdm.auto import tqdm
@@ -402,6 +439,9 @@ def _run_locked(matcher: Matcher, data: Any, cfg: Any, ipc: int, gen: torch.Gene
     try:
         it = start
         consecutive = 0
+        recent: list[dict[str, Any]] = []  # stats of the accepted iterations since the last rollback
+        healthy = (it, _snapshot(state))  # where a collapse rolls back to (promoted from `candidate`)
+        candidate: tuple[int, Any] | None = None
         while it < num_iterations:
             snap = _snapshot(state)
             t0 = time.perf_counter()
@@ -433,7 +473,46 @@ def _run_locked(matcher: Matcher, data: Any, cfg: Any, ipc: int, gen: torch.Gene
             consecutive = 0
             dt = time.perf_counter() - t0
             log.write({"it": it, "stats": stats, "seconds": dt})
+            recent = [*recent[-2 * COLLAPSE_WINDOW + 1 :], stats]
+            reason = matcher.collapse(state, recent)
+            if reason is not None:
+                collapses += 1
+                back, snap = healthy
+                log.write({"event": "collapse", "it": it, "reason": reason, "rolled_back_to": back})
+                if collapses > MAX_COLLAPSE_RECOVERIES:
+                    raise CollapseError(
+                        f"{matcher.name} collapsed at iteration {it}: {reason}; rolled back {MAX_COLLAPSE_RECOVERIES} "
+                        f"times to a healthy state with the image lr divided by 10 each time (now "
+                        f"{state.scalars.get('lr_img', 'n/a')}) without recovering. Nothing was saved. The settings "
+                        "do not fit this buffer: check the preset's buffer requirements, or lower lr_img / lr_lr "
+                        "(--set lr_img=...)"
+                    )
+                _rollback(state, snap)
+                matcher.on_collapse(state)
+                healthy, candidate = (back, _snapshot(state)), None  # later rollbacks keep the lower lr
+                logger.warning(
+                    "%s collapsed at iteration %d (%s); rolled back to iteration %d, lr_img now %s (recovery %d of %d)",
+                    matcher.name,
+                    it,
+                    reason,
+                    back,
+                    state.scalars.get("lr_img"),
+                    collapses,
+                    MAX_COLLAPSE_RECOVERIES,
+                )
+                del lr_trace[back:]
+                recent = []
+                bar.n = back
+                bar.refresh()
+                it = back
+                continue
+            if "lr" in stats:
+                lr_trace.append(float(stats["lr"]))
             it += 1
+            if it % COLLAPSE_WINDOW == 0:  # every iteration since `candidate` was taken passed the collapse check
+                if candidate is not None:
+                    healthy = candidate
+                candidate = (it, _snapshot(state))
             if "loss" in stats:
                 postfix["loss"] = f"{stats['loss']:.4g}"
             if run.eval_every > 0 and it % run.eval_every == 0:
@@ -459,9 +538,12 @@ def _run_locked(matcher: Matcher, data: Any, cfg: Any, ipc: int, gen: torch.Gene
                 "iterations": num_iterations,
                 "seconds": seconds,
                 "divergences": divergences,
+                "collapses": collapses,
                 "resumed_from": resumed_from,
             }
         )
+        if len(lr_trace) == num_iterations and lr_trace:
+            syn.meta["lr_trajectory"] = lr_summary(lr_trace, getattr(cfg, "lr_min", None))
         log.write({"event": "end", "iterations": num_iterations, "seconds": seconds, "divergences": divergences})
         return syn
     finally:

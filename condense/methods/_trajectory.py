@@ -33,6 +33,8 @@ from condense.methods._unroll import StepPlan
 from condense.models.params import ParamLayout
 
 __all__ = [
+    "REQUIREMENT_KEYS",
+    "buffer_requirement_differences",
     "expert_logits",
     "init_correct",
     "init_representative",
@@ -97,6 +99,77 @@ def open_expert_buffer(
     return buf
 
 
+#: what a preset may require of its buffer (``preset(..., buffer={...})``):
+#: ``expert`` an expert preset name (``condense.expert_trajectories.EXPERT_PRESETS``: its kind and every training
+#: field), ``kind`` the expert kind alone, ``zca`` whitening on/off, ``model`` / ``model_kwargs`` the architecture,
+#: ``epochs`` and ``experts`` the paper's recording length and count
+REQUIREMENT_KEYS = ("expert", "kind", "zca", "model", "model_kwargs", "epochs", "experts")
+_IGNORED_EXPERT_FIELDS = ("max_attempts",)  # how often a failed expert is retried does not change the experiment
+
+
+def buffer_requirement_differences(buf: Any, requirements: dict[str, Any] | None) -> tuple[list[str], list[str]]:
+    """Compare an opened buffer with a preset's ``buffer`` requirements.
+
+    Returns:
+        ``(mismatches, notes)``: each a list of one-phrase strings naming the required and the recorded value.
+        Mismatches change the experiment (another expert recipe, ZCA, model, or a shorter decaying schedule); notes
+        only change its size (fewer experts than the paper, other constant-lr epochs, another width of the model).
+
+    Raises:
+        ConfigError: the requirements hold an unknown key or expert preset (a bug in a preset table).
+    """
+    from condense.expert_trajectories import get_expert_config
+
+    if not requirements:
+        return [], []
+    unknown = sorted(set(requirements) - set(REQUIREMENT_KEYS))
+    if unknown:
+        raise ConfigError(f"buffer requirements hold unknown keys {unknown}; known: {', '.join(REQUIREMENT_KEYS)}")
+    man = buf.manifest
+    mismatches: list[str] = []
+    notes: list[str] = []
+    expert = requirements.get("expert")
+    want_cfg: dict[str, Any] = {}
+    kind = requirements.get("kind")
+    if expert is not None:
+        cfg = get_expert_config(expert)
+        kind = cfg.kind
+        want_cfg = {k: v for k, v in cfg.to_dict().items() if k not in _IGNORED_EXPERT_FIELDS}
+    if kind is not None and buf.kind != kind:
+        mismatches.append(f"expert kind: needs {kind}, buffer has {buf.kind}")
+    elif want_cfg:
+        have = man.get("config", {})
+        for k, v in want_cfg.items():
+            if have.get(k) != v:
+                mismatches.append(f"expert {k}: needs {v!r} (expert preset '{expert}'), buffer has {have.get(k)!r}")
+    if "zca" in requirements:
+        has = man.get("preprocessing", {}).get("zca") is not None
+        if bool(requirements["zca"]) != has:
+            mismatches.append(
+                f"ZCA: needs {'on' if requirements['zca'] else 'off'}, buffer has {'on' if has else 'off'}"
+            )
+    spec = buf.model_spec
+    if "model" in requirements and spec["name"] != requirements["model"]:
+        mismatches.append(f"model: needs {requirements['model']}, buffer has {spec['name']}")
+    if "model_kwargs" in requirements and dict(spec.get("kwargs", {})) != dict(requirements["model_kwargs"]):
+        # the student is always the buffer's network, so another width is a smaller (or larger) run of the same
+        # recipe, chosen with --model-arg: logged and recorded, not refused
+        notes.append(
+            f"model options: the paper uses {requirements['model_kwargs']}, buffer has {spec.get('kwargs', {})}"
+        )
+    epochs = requirements.get("epochs")
+    if epochs is not None and buf.epochs != epochs:
+        decays = float(man.get("config", {}).get("lr_decay_factor", 1.0)) != 1.0
+        if decays:  # the lr decay epoch depends on the length: the snapshots themselves differ
+            mismatches.append(f"epochs: needs {epochs} (the lr decays mid-training), buffer has {buf.epochs}")
+        else:
+            notes.append(f"epochs: the paper records {epochs}, buffer has {buf.epochs} (constant lr: same snapshots)")
+    experts = requirements.get("experts")
+    if experts is not None and buf.num_experts < experts:
+        notes.append(f"experts: the paper records {experts}, buffer has {buf.num_experts}")
+    return mismatches, notes
+
+
 def student_model(buf: Any, device: torch.device | str) -> nn.Module:
     """The architecture the buffer's experts were recorded with, on ``device`` (only its structure is used).
 
@@ -129,7 +202,13 @@ def student_model(buf: Any, device: torch.device | str) -> nn.Module:
 
 
 def minibatch_plan(
-    images: torch.Tensor, steps: int, batch: int | None, augment: Any, gen: torch.Generator
+    images: torch.Tensor,
+    steps: int,
+    batch: int | None,
+    augment: Any,
+    gen: torch.Generator,
+    *,
+    mirror: bool = False,
 ) -> list[StepPlan]:
     """The minibatches b_1..b_N and augmentation draws of one student unroll (MTT's ``batch_syn`` chunks).
 
@@ -137,25 +216,38 @@ def minibatch_plan(
     ``list.pop``), drawing a fresh permutation when the chunks run out; its augmentation parameters are drawn right
     after its indices. All draws come from ``gen`` in that order, before the unroll starts.
 
+    With ``mirror`` (FYI, Son et al., ECCV 2024, arXiv:2407.08113) the student sees ``[X[b_n]; flip_W X[b_n]]`` at
+    every step (``meta_gradient(..., mirror=True)`` builds it), so the batch is halved first to keep each step at
+    ``batch`` images: a chunk holds ``d = min(ceil(B / 2), N_syn)`` distinct images, B = ``batch`` or N_syn when
+    None, and the augmentation is drawn for the ``2 d`` images the step sees. For odd B a step therefore sees B + 1
+    images; as without ``mirror``, the permutation's remainder chunk (``N_syn mod d`` images, when d does not divide
+    N_syn) is one of the steps, so with B = N_syn odd the steps alternate ceil(N_syn/2) and floor(N_syn/2) distinct
+    images.
+
     Args:
         images: the synthetic set X.
         steps: N, student steps.
         batch: images per step; None: all of them.
         augment: an augmentation with ``sample(x, gen)``, or None.
         gen: the only source of randomness.
+        mirror: FYI's flipped concatenation (halve the distinct images, draw augmentation for twice as many).
 
     Shape:
-        images: (N_syn, C, H, W); each returned ``StepPlan.idx``: (B,), int64 on ``images``' device.
+        images: (N_syn, C, H, W); each returned ``StepPlan.idx``: (B,), or (d,) with ``mirror``, int64 on
+        ``images``' device; the augmentation parameters cover B, or 2 d, images.
     """
     n = images.shape[0]
     b = n if batch is None else min(batch, n)
+    if mirror:  # FYI keeps the step's size: half distinct images, half their mirrors (ceil: never an empty step)
+        b = min(-(-(n if batch is None else batch) // 2), n)
     chunks: list[torch.Tensor] = []
     plan = []
     for _ in range(steps):
         if not chunks:
-            chunks = list(torch.split(torch.randperm(n, generator=gen), b))
+            chunks = list(torch.split(torch.randperm(n, generator=gen, device=gen.device), b))
         idx = chunks.pop().to(images.device)
-        params = None if augment is None else augment.sample(images[idx], gen)
+        seen = images[idx] if not mirror else images[idx].expand(2, *images[idx].shape).flatten(0, 1)
+        params = None if augment is None else augment.sample(seen, gen)
         plan.append(StepPlan(idx, params))
     return plan
 
@@ -189,7 +281,7 @@ def kmeans(x: torch.Tensor, k: int, generator: torch.Generator, iters: int = 25)
         >>> sorted(round(float(v), 2) for v in c.flatten())
         [0.05, 5.05]
     """
-    perm = torch.randperm(x.shape[0], generator=generator)[:k].to(x.device)
+    perm = torch.randperm(x.shape[0], generator=generator, device=generator.device)[:k].to(x.device)
     cent = x[perm].clone()
     for _ in range(iters):
         assign = torch.cdist(x, cent).argmin(1)
@@ -242,7 +334,7 @@ def init_correct(
             pool = pool.cpu()
             cand = pool[ok[pool]]
             cand = cand[~torch.isin(cand, torch.tensor(chosen[c], dtype=torch.long))]
-            cand = cand[torch.randperm(cand.numel(), generator=gen)]
+            cand = cand[torch.randperm(cand.numel(), generator=gen, device=gen.device).cpu()]
             chosen[c].extend(cand[: ipc - len(chosen[c])].tolist())
     short = [c for c, v in enumerate(chosen) if len(v) < ipc]
     if short:

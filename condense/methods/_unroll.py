@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vjp
 
+from condense.augment import flip_concat
 from condense.models.params import ParamLayout
 from condense.optim import sgd
 
@@ -139,11 +140,18 @@ def parameter_distance(theta: torch.Tensor, target: torch.Tensor, start: torch.T
 
 
 def _make_loss_fn(
-    model: nn.Module, layout: ParamLayout, augment: Callable[..., torch.Tensor] | None, loss_scale: float
+    model: nn.Module,
+    layout: ParamLayout,
+    augment: Callable[..., torch.Tensor] | None,
+    loss_scale: float,
+    mirror: bool = False,
 ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], torch.Tensor]:
-    """``(theta (P,), images (B,C,H,W), labels, aug_params) -> scalar``: the student's inner loss."""
+    """``(theta (P,), images (B,C,H,W), labels, aug_params) -> scalar``: the student's inner loss (on
+    ``[images; flip_W images]`` with the labels repeated when ``mirror``, FYI arXiv:2407.08113)."""
 
     def loss_fn(theta: torch.Tensor, imgs: torch.Tensor, labels: torch.Tensor, aug_params: Any) -> torch.Tensor:
+        if mirror:  # FYI, inside the step: the vjp w.r.t. imgs (lean) and autograd (full) sum both halves
+            imgs, labels = flip_concat(imgs, labels)
         # the augmentation is applied to the raw images, so the same draw is replayed exactly in the lean backward
         x = augment(imgs, params=aug_params) if augment is not None and aug_params is not None else imgs
         logits = functional_call(model, layout.unflatten(theta), (x,))
@@ -204,6 +212,7 @@ def meta_gradient(
     loss_scale: float = 1.0,
     labels_grad: bool = False,
     engine: str = "autograd",
+    mirror: bool = False,
 ) -> MetaGrad:
     """Unroll the student for ``len(plan)`` steps and return the matching loss and its exact meta-gradient.
 
@@ -222,6 +231,9 @@ def meta_gradient(
         loss_scale: multiplies the inner loss (AST's balanced inner loss).
         labels_grad: also return d loss / d labels (learnable soft labels).
         engine: ``"autograd"`` or ``"func"`` (see :data:`ENGINES`).
+        mirror: FYI (Son et al., ECCV 2024, arXiv:2407.08113): every step trains on ``[X[idx]; flip_W X[idx]]``
+            with the labels repeated (the plan's augmentation parameters must cover ``2 * len(idx)`` images,
+            as ``minibatch_plan(..., mirror=True)`` draws them); the meta-gradient of both halves lands on X[idx].
 
     Returns:
         :class:`MetaGrad` with detached gradients in the dtype and device of the inputs.
@@ -244,7 +256,7 @@ def meta_gradient(
         (torch.Size([3, 1, 2, 2]), torch.Size([]))
     """
     _check(mode, plan, matches, momentum, engine)
-    loss_fn = _make_loss_fn(model, layout, augment, loss_scale)
+    loss_fn = _make_loss_fn(model, layout, augment, loss_scale, mirror)
     fn = _full if mode == "full" else _lean
     return fn(loss_fn, engine, theta0, images, labels, lr, plan, matches, momentum, labels_grad)
 

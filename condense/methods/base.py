@@ -166,6 +166,19 @@ class Matcher(Method):
         if "lr_img" in state.scalars:
             state.scalars["lr_img"] = float(state.scalars["lr_img"]) * 0.5
 
+    def collapse(self, state: MatchState, recent: list[dict[str, float]]) -> str | None:
+        """Why the run has collapsed, or None. ``recent`` holds the stats of the last accepted iterations (oldest
+        first, the current one last). The runner calls it after every finite step; on a reason it rolls back to the
+        last healthy state and calls :meth:`on_collapse`. Default: never (methods whose failures show up as
+        non-finite values need nothing more)."""
+        return None
+
+    def on_collapse(self, state: MatchState) -> None:
+        """Called after the runner rolled ``state`` back to a healthy state because of :meth:`collapse`. Default:
+        divide the image lr (``state.scalars["lr_img"]``) by 10."""
+        if "lr_img" in state.scalars:
+            state.scalars["lr_img"] = float(state.scalars["lr_img"]) * 0.1
+
     @abc.abstractmethod
     def to_synthetic(self, state: MatchState) -> Any:
         """The artifact of the current state (the final state, or the method's documented EMA)."""

@@ -40,7 +40,7 @@ from condense.errors import ConfigError
 from condense.methods._trajectory import expert_logits, init_correct
 from condense.methods._unroll import MetaGrad
 from condense.methods.base import MatchState, RunContext, register_method
-from condense.methods.mtt import DIGITS_PRESET, MTT, MTTConfig
+from condense.methods.mtt import DIGITS_PRESET, MTT, MTTConfig, paper_buffer
 from condense.optim import sgd_
 
 __all__ = ["DATM", "DATMConfig", "PRESETS"]
@@ -62,7 +62,7 @@ class DATMConfig(MTTConfig):
     sequential_generation: bool = True  # grow the window (utils/cfg.py Sequential_Generation default True)
     lr_img: float = 100.0  # (C10-10)
     lr_lr: float = 1e-5  # (C10-10)
-    lr_student_init: float = 0.01  # alpha_0 (all configs: lr_teacher)
+    lr_student_init: float | None = None  # alpha_0 (all configs: lr_teacher 0.01, set by the presets); None: buffer's
     batch_syn: int | None = 100  # (C10-10 after the 2024-04 fix)
     init: str = "correct"  # samples_predicted_correctly (all configs but C100-50)
     expert_kind: str = "flat"  # FTD's GSAM buffers (README)
@@ -281,6 +281,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "threshold": 1.0,
     },
 }
+
+# Every DATM config: alpha_0 = lr_teacher 0.01, zca True, evaluation batch 128 (the "datm" protocol); Tiny ConvNetD4.
+# The buffer is the README's: 100 GSAM experts (alpha 0.3) x 100 epochs, ZCA (``paper_buffer("datm", ...)``).
+for _name in [k for k in PRESETS if not k.startswith("digits")]:
+    _tiny = _name.startswith("tinyimagenet")
+    PRESETS[_name]["lr_student_init"] = 0.01
+    PRESETS[_name]["buffer"] = paper_buffer("datm", zca=True, model="convnetd4" if _tiny else "convnet")
+    PRESETS[_name]["eval"] = {"protocol": "datm"}
 
 
 @register_method("datm")

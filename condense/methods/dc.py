@@ -16,7 +16,17 @@ Algorithm (``VICO-UoE/DatasetCondensation:main.py``), per iteration:
 
 Defaults are the authors' code (``main.py``: 1000 iterations, lr_img 0.1 with momentum 0.5, lr_net 0.01, batch_real
 256, batch_train 256, noise init, ``dis_metric='ours'``; outer/inner loops from ``get_loops(ipc)``); presets cite the
-papers' Table 1 (DC) / Table 2 (DSA).
+papers' Table 1 (DC) / Table 2 (DSA). DSA starts from real images: its authors' command is ``python main.py --method
+DSA ... --init real`` (``VICO-UoE/DatasetCondensation:readme.md``, the DSA usage line), while ``main.py``'s argparse
+default, which DC's command keeps, is ``--init noise``.
+
+FYI (``fyi=True``; Son et al., "FYI: Flip Your Images for Dataset Distillation", ECCV 2024, arXiv:2407.08113,
+``cvlab-yonsei/FYI:DC_DSA_DM/main.py``): every synthetic batch is concatenated with its horizontal mirror before the
+augmentation draw, labels repeated. (a) In the matching loss the class-c batch S_c (IPC images) becomes
+[S_c; flip S_c] (2 IPC images) under the class's Siamese DSA draw; the real batch is unchanged. (b) The network
+training between outer loops trains each minibatch as [S_b; flip S_b] (the code's ``epoch(..., batch_aug=True)``),
+so a minibatch holds 2 ``batch_train`` images and the number of SGD steps per epoch is unchanged. The stored set is
+the K*IPC images; evaluation is unchanged.
 
 Differences from the authors' code:
     - Gradients of all classes come from one ``torch.func.vmap(torch.func.grad(...))`` call over a (K, B, ...)
@@ -40,7 +50,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from condense.augment import list_augments
+from condense.augment import check_flip_allowed, flip_concat, list_augments
 from condense.config import check_choice, check_range, preset
 from condense.data.base import ImageData
 from condense.errors import ConfigError
@@ -96,6 +106,7 @@ class DCConfig:
     distance: str = "layerwise"  # D: "layerwise" (Eq. 10, code 'ours'), "mse" or "cos" (main.py --dis_metric)
     init: str = "noise"  # S initialization, "noise" or "real" (main.py --init noise)
     augment: str = "none"  # A_omega, condense.augment preset; DC has none (main.py --method DC)
+    fyi: bool = False  # FYI: train on [S; flip_W S] in the matching loss and the network update (arXiv:2407.08113)
 
     def __post_init__(self) -> None:
         check_range("num_iterations", self.num_iterations, 0)
@@ -115,9 +126,15 @@ class DCConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class DSAConfig(DCConfig):
-    """DC with Siamese augmentation; only the augmentation default differs (``main.py --method DSA``)."""
+    """DC with Siamese augmentation: the augmentation and the initialization defaults differ.
+
+    Both follow the DSA authors' command (``VICO-UoE/DatasetCondensation:readme.md``: ``python main.py --dataset
+    CIFAR10 --model ConvNet --ipc 10 --init real --method DSA --dsa_strategy color_crop_cutout_flip_scale_rotate``;
+    Zhao & Bilen, ICML 2021, arXiv:2102.08259). FYI's ``scripts/dsa.sh`` uses ``--init real`` too.
+    """
 
     augment: str = "dsa"  # A_omega (main.py --method DSA --dsa_strategy color_crop_cutout_flip_scale_rotate)
+    init: str = "real"  # S initialization (DSA readme command: --init real; DC keeps main.py's default noise)
 
 
 def match_distance(gw_syn: dict[str, torch.Tensor], gw_real: dict[str, torch.Tensor], distance: str) -> torch.Tensor:
@@ -258,6 +275,8 @@ class DC(Matcher):
                 f"{self.name} matches gradients of models without running statistics; model={cfg.model!r} has "
                 "BatchNorm buffers. Use an instance/layer/no-norm model (e.g. 'convnet')"
             )
+        if cfg.fyi:
+            check_flip_allowed(data.name, f"{self.name} fyi=True")
         outer, inner = get_loops(ipc)
         device = torch.device(run.device)
         images, labels = init_images(data, ipc, cfg.init, gen)
@@ -296,7 +315,10 @@ class DC(Matcher):
         for ol in range(outer):
             real = rt["x_train"][rt["sampler"].sample(cfg.batch_real, gen)]  # (K, B, C, H, W)
             syn = images.detach().requires_grad_(True)
-            real_aug, syn_aug = siamese_augment(aug, real, syn.view(k, ipc, *images.shape[1:]), gen)
+            syn_c = syn.view(k, ipc, *images.shape[1:])  # (K, IPC, C, H, W)
+            if cfg.fyi:  # FYI: S_c -> [S_c; flip S_c], before the class's Siamese draw; dL/dS sums both halves
+                syn_c, _ = flip_concat(syn_c, dim=1)
+            real_aug, syn_aug = siamese_augment(aug, real, syn_c, gen)
             loss = gradient_matching_loss(net, params, real_aug, syn_aug, cfg.distance)
             (g,) = torch.autograd.grad(loss, syn)
             sgd_(images, buf, g, lr, momentum=cfg.momentum)  # torch.optim.SGD([S], momentum) on the pixels
@@ -309,10 +331,12 @@ class DC(Matcher):
                 perm = torch.randperm(n, generator=gen, device=gen.device).to(device)
                 for s in range(0, n, cfg.batch_train):
                     idx = perm[s : s + cfg.batch_train]
-                    xb = x_all[idx]
+                    xb, yb = x_all[idx], labels[idx]
+                    if cfg.fyi:  # FYI: each minibatch trains as [S_b; flip S_b] (the code's batch_aug=True)
+                        xb, yb = flip_concat(xb, yb)
                     if not aug.is_identity:
                         xb = aug(xb, generator=gen)
-                    gp = train_grad(params, xb, labels[idx])
+                    gp = train_grad(params, xb, yb)
                     params, _ = sgd_tree(params, gp, None, cfg.lr_net)  # plain SGD on theta (main.py)
         return {"loss": loss_sum / (k * outer), "lr_img": lr}
 

@@ -11,6 +11,11 @@ Algorithm (paper Sec. 3.2, Eq. 5; ``VICO-UoE/DatasetCondensation:main_DM.py``), 
 Defaults are the authors' code (``main_DM.py``: 20000 iterations, lr_img 1.0, momentum 0.5, batch_real 256, real
 init, DSA ``color_crop_cutout_flip_scale_rotate``); presets cite the paper's Table 1.
 
+FYI (``fyi=True``; Son et al., "FYI: Flip Your Images for Dataset Distillation", ECCV 2024, arXiv:2407.08113,
+``cvlab-yonsei/FYI:DC_DSA_DM/main_DM.py``): per class, S_c (IPC images) becomes [S_c; flip_W S_c] (2 IPC images)
+before the class's Siamese DSA draw, and the synthetic mean in Eq. 5 is taken over the 2 IPC images; the real batch
+is unchanged. The stored set is the K*IPC images; evaluation is unchanged.
+
 Differences from the authors' code:
     - All classes go through the embedding network in two forwards (real, synthetic) instead of one pair per
       class; with instance norm (no batch statistics) the features are identical. This is what the authors' code
@@ -31,7 +36,7 @@ from typing import Any
 
 import torch
 
-from condense.augment import list_augments
+from condense.augment import check_flip_allowed, flip_concat, list_augments
 from condense.config import check_choice, check_range, preset
 from condense.data.base import ImageData
 from condense.methods._classwise import INIT_MODES, init_images, real_data_runtime, siamese_augment
@@ -55,6 +60,7 @@ class DMConfig:
     batch_real: int = 256  # |B_c|, real images per class per iteration (main_DM.py --batch_real 256)
     init: str = "real"  # S initialization, "real" or "noise" (main_DM.py --init real)
     augment: str = "dsa"  # A_omega, condense.augment preset (main_DM.py --dsa_strategy: all six DSA groups)
+    fyi: bool = False  # FYI: match the mean embedding of [S_c; flip_W S_c] (arXiv:2407.08113, main_DM.py)
 
     def __post_init__(self) -> None:
         check_range("num_iterations", self.num_iterations, 0)
@@ -117,6 +123,8 @@ class DM(Matcher):
     presets = PRESETS
 
     def init_state(self, data: ImageData, cfg: DMConfig, ipc: int, gen: torch.Generator, run: RunContext) -> MatchState:
+        if cfg.fyi:
+            check_flip_allowed(data.name, f"{self.name} fyi=True")
         device = torch.device(run.device)
         images, labels = init_images(data, ipc, cfg.init, gen)
         images = images.to(device)
@@ -140,7 +148,10 @@ class DM(Matcher):
         net = create_model_for(cfg.model, data, seed=seed_from(gen), device=rt["device"]).train().requires_grad_(False)
         real = rt["x_train"][rt["sampler"].sample(cfg.batch_real, gen)]  # (K, B, C, H, W)
         syn = images.detach().requires_grad_(True)
-        real_aug, syn_aug = siamese_augment(rt["aug"], real, syn.view(k, ipc, *images.shape[1:]), gen)
+        syn_c = syn.view(k, ipc, *images.shape[1:])  # (K, IPC, C, H, W)
+        if cfg.fyi:  # FYI: S_c -> [S_c; flip S_c] before the Siamese draw; dL/dS = g_1 + flip(g_2)
+            syn_c, _ = flip_concat(syn_c, dim=1)
+        real_aug, syn_aug = siamese_augment(rt["aug"], real, syn_c, gen)
         loss = dm_loss(net, real_aug, syn_aug)
         (grad,) = torch.autograd.grad(loss, syn)
 

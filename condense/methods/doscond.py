@@ -195,7 +195,7 @@ class DosCond(Matcher):
                 idx = data.indices_of_class(c)
                 small = idx[data.num_nodes(idx) <= n]
                 pool = small if len(small) >= ipc else idx  # the code's filter; fall back when too few fit
-                pick = pool[torch.randperm(len(pool), generator=gen)[:ipc]]
+                pick = pool[torch.randperm(len(pool), generator=gen, device=gen.device)[:ipc].to(pool.device)]
                 pick = pick[torch.arange(ipc) % len(pick)]
                 for j, g in enumerate(pick.tolist()):
                     nl, ei, _, _ = data.subgraphs(torch.tensor([g]))
@@ -207,8 +207,8 @@ class DosCond(Matcher):
             rho = float(adj.mean())
             logits = adj * 10.0 - 5.0  # graph_agent.py: logits in {-5, 5}
         else:
-            feat = torch.rand(k * ipc, n, f, generator=gen)
-            u = torch.rand(k * ipc, n, n, generator=gen).clamp(1e-4, 1 - 1e-4)
+            feat = torch.rand(k * ipc, n, f, generator=gen, device=gen.device).cpu()
+            u = torch.rand(k * ipc, n, n, generator=gen, device=gen.device).cpu().clamp(1e-4, 1 - 1e-4)
             logits = (u.log() - (1 - u).log()).clamp(-10, 10)
             rho = float(torch.sigmoid(logits).mean())
         device = torch.device(run.device)
@@ -267,7 +267,7 @@ class DosCond(Matcher):
         g_real_list = []
         for c in range(k):
             pool = rt["per_class"][c]
-            ids = pool[torch.randperm(len(pool), generator=gen)[: rt["batch_real"]]]
+            ids = pool[torch.randperm(len(pool), generator=gen, device=gen.device)[: rt["batch_real"]].to(pool.device)]
             g_real_list.append(grad(real_loss)(params, data.batch(ids).to(dev)))
         g_real = {n: torch.stack([g[n] for g in g_real_list]) for n in params}
 
@@ -276,7 +276,7 @@ class DosCond(Matcher):
         omega = state.tensors["adj_logits"].detach().requires_grad_(True)
         s, n = omega.shape[0], omega.shape[1]
         tau = max(cfg.tau_end, cfg.tau_start * (cfg.tau_end / cfg.tau_start) ** (it / cfg.anneal_iterations))
-        u = torch.rand(s, n, n, generator=gen).to(dev).clamp(1e-6, 1 - 1e-6).triu()
+        u = torch.rand(s, n, n, generator=gen, device=gen.device).to(dev).clamp(1e-6, 1 - 1e-6).triu()
         u = u + u.triu(1).transpose(1, 2)
         noise = u.log() - (1 - u).log()
         eye = torch.eye(n, device=dev)

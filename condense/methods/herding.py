@@ -55,7 +55,8 @@ class Herding(Method):
             opt = torch.optim.SGD(net.parameters(), lr=cfg.lr_net, momentum=0.9, weight_decay=5e-4)
             net.train()
             for _ in range(cfg.train_epochs):
-                for idx in torch.randperm(x.shape[0], generator=generator).split(cfg.batch_size):
+                order = torch.randperm(x.shape[0], generator=generator, device=generator.device)
+                for idx in order.split(cfg.batch_size):
                     idx = idx.to(device)
                     loss = torch.nn.functional.cross_entropy(net(x[idx]), y[idx])
                     opt.zero_grad(set_to_none=True)

@@ -342,7 +342,7 @@ def _select_support(data: GraphData, cfg: MirageConfig, ipc: int, generator: tor
     tr, y = data.train_idx, data.y[data.train_idx]
     for c in range(data.num_classes):
         idx = tr[y == c]
-        idx = idx[torch.randperm(len(idx), generator=gen)]
+        idx = idx[torch.randperm(len(idx), generator=gen, device=gen.device)]
         n_val = int(round(cfg.select_fraction * len(idx))) if len(idx) >= 2 else 0
         val_l.append(idx[:n_val])
         fit_l.append(idx[n_val:])

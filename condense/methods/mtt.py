@@ -31,6 +31,14 @@ Differences from the authors' code:
   not the TESLA code's approximation, which drops the cross-step terms.
 - The artifact is the final state, with the learned alpha saved (the code saves the best-on-test images and never
   saves alpha). ZCA is a property of the dataset (``load_dataset(..., zca=True)``), not a flag here.
+- alpha_0 (``lr_student_init``) defaults to the buffer's recorded expert lr when the preset leaves it unset (MTT's
+  ``--lr_teacher`` default is the experts' 0.01, so the two agree on MTT's own buffers); every paper preset sets it.
+- A preset names the buffer it was published with (``preset(..., buffer=paper_buffer(...))``: expert recipe, ZCA,
+  model, epochs, 100 experts); a buffer with another recipe is refused before the first step (``check_buffer``).
+- Collapse guard (``collapse``): a finite run that stops learning (loss jump, alpha pinned at its floor, the
+  student not moving) is rolled back to a healthy state with lr_img / 10, up to three times, then stopped with
+  :class:`~condense.errors.CollapseError`; nothing is saved. The artifact records the learned-lr trajectory
+  (``meta["lr_trajectory"]``).
 
 Speed (measured on the CPU, digits, N=20; see benchmarks/distill_speed.py): the inner gradient is
 ``torch.autograd.grad(create_graph=True)`` on the ``functional_call`` loss (17% faster per full iteration and 30% per
@@ -52,6 +60,9 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -59,15 +70,27 @@ from typing import Any, ClassVar
 import torch
 
 from condense.config import check_choice, check_range, preset
-from condense.errors import ConfigError
-from condense.methods._trajectory import minibatch_plan, open_expert_buffer, student_model
+from condense.errors import ConfigError, MismatchError
+from condense.methods._gate import LR_FLOOR_MARGIN
+from condense.methods._trajectory import (
+    buffer_requirement_differences,
+    minibatch_plan,
+    open_expert_buffer,
+    student_model,
+)
 from condense.methods._unroll import MODES, MatchTarget, MetaGrad, meta_gradient
 from condense.methods.base import Matcher, MatchState, RunContext, register_method
 from condense.optim import sgd_
 
-__all__ = ["DIGITS_PRESET", "EXPERT_KINDS", "MTT", "MTTConfig", "PRESETS"]
+__all__ = ["DIGITS_PRESET", "EXPERT_KINDS", "MTT", "MTTConfig", "PRESETS", "paper_buffer"]
 
 EXPERT_KINDS = ("any", "vanilla", "flat", "smooth")
+
+logger = logging.getLogger(__name__)
+#: a loss above this multiple of the recent median (and above 10) is a collapse (MTT.collapse)
+LOSS_JUMP = 1e3
+#: iterations in a row a stuck alpha or a stuck distance must last to count as a collapse (MTT.collapse)
+COLLAPSE_ITERATIONS = 5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +110,7 @@ class MTTConfig:
     max_start_epoch: int = 25  # T+, exclusive upper bound of t (MTT --max_start_epoch)
     lr_img: float = 1000.0  # SGD lr on pixels (MTT --lr_img)
     lr_lr: float = 1e-5  # SGD lr on alpha (MTT --lr_lr)
-    lr_student_init: float = 0.01  # alpha_0, initial student step size (MTT --lr_teacher)
+    lr_student_init: float | None = None  # alpha_0 (MTT --lr_teacher); None: the buffer's recorded expert lr
     momentum_img: float = 0.5  # SGD momentum on pixels (MTT distill.py: optimizer_img momentum=0.5)
     momentum_lr: float = 0.5  # SGD momentum on alpha (MTT distill.py: optimizer_lr momentum=0.5)
     lr_min: float = 1e-6  # floor that keeps alpha positive (condense guard rail; MTT has none)
@@ -97,6 +120,9 @@ class MTTConfig:
     unroll: str = "full"  # "full" backprop through N steps, or "lean" constant-memory exact recompute (TESLA-style)
     model: str | None = None  # student architecture; None: the buffer's (must match it when given)
     expert_kind: str = "any"  # required buffer kind: any, vanilla, flat (FTD/DATM), smooth (AST)
+    buffer_requirements: dict[str, Any] | None = None  # what the preset needs of the buffer (set from its "buffer")
+    check_buffer: bool = True  # refuse a buffer that misses buffer_requirements (False: warn and record the gaps)
+    fyi: bool = False  # FYI: each step trains on [x; flip_W x], batch_syn halved (arXiv:2407.08113, FYI MTT/)
 
     def __post_init__(self) -> None:
         check_range("num_iterations", self.num_iterations, 0)
@@ -109,8 +135,9 @@ class MTTConfig:
                 "(start epochs are drawn from [min_start_epoch, max_start_epoch))"
             )
         for name in ("lr_img", "lr_lr", "lr_student_init", "lr_min"):
-            check_range(name, getattr(self, name), 0.0, lo_open=name in ("lr_student_init", "lr_min"))
-        if self.lr_min > self.lr_student_init:
+            if getattr(self, name) is not None:
+                check_range(name, getattr(self, name), 0.0, lo_open=name in ("lr_student_init", "lr_min"))
+        if self.lr_student_init is not None and self.lr_min > self.lr_student_init:
             raise ConfigError(f"lr_min={self.lr_min} must not exceed lr_student_init={self.lr_student_init}")
         for name in ("momentum_img", "momentum_lr"):
             v = getattr(self, name)
@@ -124,21 +151,28 @@ class MTTConfig:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Presets: algorithm values only. CIFAR/Tiny rows: dc_benchmark methods/tm/readme.md ("sota parameters provided by
-# the author"), reference/trajectory.md Section 2.3. ZCA: cifar10 ipc1/10, cifar100 ipc1/50 (load the data with zca).
+# Presets: a whole experiment. The algorithm's values, and (``buffer``) the expert buffer the setting was published
+# with, which ``distill`` checks. CIFAR/Tiny rows: dc_benchmark methods/tm/readme.md ("sota parameters provided by the
+# author"), reference/trajectory.md Section 2.3; buffers: ``paper_buffer`` below.
 # ----------------------------------------------------------------------------------------------------------------------
 
-#: The digits (8x8, 10 classes) preset every trajectory method spreads: tuned for CPU minutes on the buffer of
-#: ``condense.demo.DEMO_BUFFERS["mtt"]`` (convnetd2 width 32, SGD lr 0.05, batch 64, 6 epochs); not from a paper.
+#: The digits (8x8, 10 classes) preset every trajectory method spreads; not from a paper. Tuned for CPU minutes on
+#: ConvNetD2 buffers, which it requires (``buffer``): the demo's (``condense.demo.DEMO_BUFFERS``: width 32, SGD lr
+#: 0.05, batch 64, 6 epochs) and ``condense experts --dataset digits`` with the default expert settings (width 128,
+#: lr 0.01, batch 256). The student's alpha_0 is the buffer's expert lr. On 8x8 inputs the depth-3 ConvNet
+#: instance-normalizes 2x2 maps in its last block; its meta-gradient norms then jump between 1e3 and 6e8 from one
+#: iteration to the next (measured, 5 default experts x 10 epochs) and no image lr from 1e-4 to 100 beat the real
+#: init, so the preset refuses ConvNet-3 buffers (``--set check_buffer=false`` tries anyway; the collapse guard then
+#: stops it).
 DIGITS_PRESET: dict[str, Any] = preset(
-    source="condense: tuned on digits (CPU minutes), not from a paper",
+    source="condense: tuned on digits ConvNetD2 buffers (CPU minutes), not from a paper",
+    buffer={"model": "convnetd2"},
     num_iterations=60,
     syn_steps=20,
     expert_epochs=2,
     max_start_epoch=3,
     lr_img=100.0,
     lr_lr=1e-5,
-    lr_student_init=0.05,
     augment="dsa_noflip",
 )
 
@@ -210,6 +244,38 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def paper_buffer(expert: str, *, zca: bool, model: str = "convnet", experts: int = 100) -> dict[str, Any]:
+    """The buffer a paper's setting was published with: expert preset (kind and training fields), ZCA, model, the
+    expert count and the preset's epochs (``condense.expert_trajectories.EXPERT_PRESETS``).
+
+    ``condense experts --preset <method>-<preset>`` records it; ``distill`` refuses a buffer that differs in the
+    recipe (``_trajectory.buffer_requirement_differences``) unless ``check_buffer=False``.
+    """
+    from condense.expert_trajectories import EXPERT_PRESETS
+
+    epochs = EXPERT_PRESETS[expert]["epochs"]
+    return {"expert": expert, "zca": zca, "model": model, "model_kwargs": {}, "experts": experts, "epochs": epochs}
+
+
+#: ZCA per setting (the ZCA column of reference/trajectory.md 2.3); Tiny runs use ConvNetD4; 100 experts x 50 epochs
+#: (MTT README, buffer.py defaults)
+_MTT_ZCA = {
+    "cifar10-ipc1": True,
+    "cifar10-ipc10": True,
+    "cifar10-ipc50": False,
+    "cifar100-ipc1": True,
+    "cifar100-ipc10": False,
+    "cifar100-ipc50": True,
+    "tinyimagenet-ipc1": False,
+    "tinyimagenet-ipc10": False,
+    "tinyimagenet-ipc50": False,
+}
+for _name, _zca in _MTT_ZCA.items():
+    PRESETS[_name]["buffer"] = paper_buffer(
+        "mtt", zca=_zca, model="convnetd4" if _name.startswith("tinyimagenet") else "convnet"
+    )
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # The method
 # ----------------------------------------------------------------------------------------------------------------------
@@ -241,14 +307,24 @@ class MTT(Matcher):
     #: (MTT: none; DATM adds ``init_correct``, AST ``init_representative``, both in ``_trajectory.py``)
     expert_inits: ClassVar[dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]]] = {}
 
+    def resolve_config(self, preset: str | None = None, overrides: dict[str, Any] | None = None) -> Any:
+        """Defaults <- preset <- overrides; the preset's ``buffer`` requirements become ``buffer_requirements``."""
+        cfg = super().resolve_config(preset, overrides)
+        wanted = (self.presets.get(preset) or {}).get("buffer") if preset is not None else None
+        if wanted is not None and "buffer_requirements" not in (overrides or {}):
+            cfg = dataclasses.replace(cfg, buffer_requirements=dict(wanted))
+        return cfg
+
     # ------------------------------------------------------------------------------------------------------------------
     # Runtime and initial state
     # ------------------------------------------------------------------------------------------------------------------
 
     def restore_runtime(self, state: MatchState, data: Any, cfg: MTTConfig, run: RunContext) -> None:
         """Open and check the buffer, build the student and the augmentation (nothing here is checkpointed)."""
-        from condense.augment import get_augment
+        from condense.augment import check_flip_allowed, get_augment
 
+        if cfg.fyi:  # FYI mirrors the images: refused where flips are forbidden (digits, MNIST, SVHN)
+            check_flip_allowed(data.name, f"{self.name} fyi=True")
         buf = open_expert_buffer(
             run.buffer,
             data,
@@ -257,9 +333,19 @@ class MTT(Matcher):
             kind=cfg.expert_kind,
             last_epoch=cfg.max_start_epoch - 1 + cfg.expert_epochs,
         )
+        mismatches, notes = buffer_requirement_differences(buf, cfg.buffer_requirements)
+        if mismatches and cfg.check_buffer:
+            raise MismatchError(
+                f"{self.name}: buffer '{run.buffer}' is not the one this preset needs ({'; '.join(mismatches)}); "
+                f"record it with `condense experts --for {self.name} --dataset {data.name} --ipc N`, or pass "
+                "--set check_buffer=false to run on this buffer anyway"
+            )
+        for msg in mismatches + notes:
+            logger.warning("%s: buffer '%s': %s", self.name, run.buffer, msg)
         device = torch.device(run.device)
         aug = get_augment(cfg.augment)
         state.runtime.update(
+            buffer_check={"mismatches": mismatches, "notes": notes},
             buffer=buf,
             model=student_model(buf, device),
             layout=buf.layout,
@@ -279,10 +365,27 @@ class MTT(Matcher):
         state.tensors["images"] = images
         state.tensors["mom_images"] = torch.zeros_like(images)
         state.tensors["labels"] = labels.to(device)
-        state.tensors["lr"] = torch.tensor(float(cfg.lr_student_init), device=device)
+        state.tensors["lr"] = torch.tensor(self.initial_lr(cfg, state.runtime["buffer"]), device=device)
         state.tensors["mom_lr"] = torch.zeros((), device=device)
         state.scalars.update(lr_img=float(cfg.lr_img), ipc=int(ipc))
         return state
+
+    @staticmethod
+    def initial_lr(cfg: MTTConfig, buf: Any) -> float:
+        """alpha_0: ``lr_student_init``, or when the preset leaves it unset (None) the buffer's expert lr, as MTT's
+        ``--lr_teacher`` is the experts' lr unless a setting says otherwise.
+
+        Raises:
+            ConfigError: the buffer records no positive expert lr, or it lies below ``lr_min``.
+        """
+        if cfg.lr_student_init is not None:
+            return float(cfg.lr_student_init)
+        lr = buf.manifest.get("config", {}).get("lr_teacher")
+        if not isinstance(lr, (int, float)) or not lr > 0:
+            raise ConfigError(f"buffer '{buf.path}' records no expert lr (lr_teacher); set lr_student_init")
+        if lr < cfg.lr_min:
+            raise ConfigError(f"the buffer's expert lr {lr:g} is below lr_min={cfg.lr_min:g}; set lr_student_init")
+        return float(lr)
 
     def init_images(
         self, state: MatchState, data: Any, ipc: int, gen: torch.Generator
@@ -340,7 +443,8 @@ class MTT(Matcher):
         # 4. unroll N student steps hat theta_{t,n+1} = hat theta_{t,n} - alpha * grad l(A(X[b_n]); hat theta_{t,n})
         #    (Eq. 1; minibatches b_n and DSA draws come first) and back-propagate L to X and alpha.
         #                                   [AST overrides student_momentum (heavy ball) and inner_loss_weight]
-        plan = minibatch_plan(images, cfg.syn_steps, cfg.batch_syn, rt["augment"], gen)
+        #    FYI (cfg.fyi): each step's x -> [x; flip_W x], labels twice, with batch_syn halved in the plan.
+        plan = minibatch_plan(images, cfg.syn_steps, cfg.batch_syn, rt["augment"], gen, mirror=cfg.fyi)
         mg = meta_gradient(
             rt["model"],
             rt["layout"],
@@ -355,6 +459,7 @@ class MTT(Matcher):
             momentum=self.student_momentum(cfg),
             loss_scale=self.inner_loss_weight(cfg, sample.start_epoch),
             labels_grad=labels.is_floating_point(),
+            mirror=cfg.fyi,
         )
 
         # 5. update X and alpha with SGD along dL.                 [FTD: + image EMA; DATM: threshold, + labels]
@@ -410,6 +515,40 @@ class MTT(Matcher):
         return True
 
     # ------------------------------------------------------------------------------------------------------------------
+    # Collapse (the runner rolls back to a healthy state and divides lr_img by 10; see condense.methods._runner)
+    # ------------------------------------------------------------------------------------------------------------------
+
+    def collapse(self, state: MatchState, recent: list[dict[str, float]]) -> str | None:
+        """The three ways a trajectory run dies while staying finite (condense guard rail; MTT has none):
+
+        - the loss jumps by more than :data:`LOSS_JUMP` x the median of the recent iterations (an image step that
+          threw the student off: the meta-gradient that follows pins alpha at its floor);
+        - alpha sits at its floor ``lr_min`` for :data:`COLLAPSE_ITERATIONS` iterations in a row;
+        - the distance stays at 1 (the student does not move: theta_N = theta*_t) while the image gradient vanishes
+          (below 1e-7 x ||X||) for :data:`COLLAPSE_ITERATIONS` iterations in a row.
+
+        Shape:
+            recent: the stats :meth:`step` returned, oldest first, this iteration last.
+        """
+        cfg, last = state.runtime["cfg"], recent[-1]
+        if len(recent) >= 3:
+            med = statistics.median(r["loss"] for r in recent[:-1])
+            if last["loss"] > 10.0 and last["loss"] > LOSS_JUMP * max(med, 1e-12):
+                return f"the matching loss jumped to {last['loss']:.3g}, {last['loss'] / med:.3g}x the recent median"
+        if len(recent) < COLLAPSE_ITERATIONS:
+            return None
+        window = recent[-COLLAPSE_ITERATIONS:]
+        if all(r["lr"] <= LR_FLOOR_MARGIN * cfg.lr_min for r in window):
+            return f"the learned lr sat at its floor lr_min={cfg.lr_min:g} for {COLLAPSE_ITERATIONS} iterations"
+        tiny = 1e-7 * max(float(state.tensors["images"].norm()), 1.0)
+        if all(abs(r["distance"] - 1.0) < 1e-2 and r["grad_norm"] <= tiny for r in window):
+            return (
+                f"the distance stayed at 1 (the student does not move) with image gradients below {tiny:.2g} for "
+                f"{COLLAPSE_ITERATIONS} iterations"
+            )
+        return None
+
+    # ------------------------------------------------------------------------------------------------------------------
     # Output
     # ------------------------------------------------------------------------------------------------------------------
 
@@ -431,7 +570,11 @@ class MTT(Matcher):
             "buffer": str(rt["buffer"].path),
             "expert_kind": rt["buffer"].kind,
             "model": rt["buffer"].model_spec["name"],
+            "buffer_experts": rt["buffer"].num_experts,
+            "buffer_epochs": rt["buffer"].epochs,
         }
+        if any(rt.get("buffer_check", {}).values()):
+            meta["buffer_check"] = rt["buffer_check"]
         if labels.is_floating_point():
             meta.update(label_kind="logits", temperature=1.0)
         return SyntheticSet.from_tensors(

@@ -9,7 +9,15 @@ from __future__ import annotations
 from condense.models import convnet, resnet, small  # noqa: F401  (the model files register themselves)
 from condense.models.layers import has_running_stats
 from condense.models.params import ParamLayout
-from condense.models.registry import MODELS, TIMM_PREFIX, create_model, create_model_for, list_models, register_model
+from condense.models.registry import (
+    MODELS,
+    TIMM_PREFIX,
+    create_model,
+    create_model_for,
+    default_model_for,
+    list_models,
+    register_model,
+)
 
 __all__ = [
     "MODELS",
@@ -17,6 +25,7 @@ __all__ = [
     "ParamLayout",
     "create_model",
     "create_model_for",
+    "default_model_for",
     "has_running_stats",
     "list_models",
     "register_model",

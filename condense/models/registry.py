@@ -26,7 +26,15 @@ from condense.errors import ConfigError
 from condense.registry import Registry
 from condense.seeding import seeded
 
-__all__ = ["MODELS", "TIMM_PREFIX", "create_model", "create_model_for", "list_models", "register_model"]
+__all__ = [
+    "MODELS",
+    "TIMM_PREFIX",
+    "create_model",
+    "create_model_for",
+    "default_model_for",
+    "list_models",
+    "register_model",
+]
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 TIMM_PREFIX = "timm:"
@@ -141,3 +149,26 @@ def create_model_for(name: str, data: Any, *, seed: int | None = None, device: A
             seed=seed,
             **kwargs,
         )
+
+
+def default_model_for(data: Any) -> str:
+    """The ConvNet the papers distill an image dataset with, by resolution: ``convnet`` (depth 3) up to 32 px (MNIST,
+    CIFAR), ``convnetd4`` at 64 px (Tiny ImageNet), ``convnetd5`` from 128 px (ImageNet subsets; MTT, FTD, DATM).
+
+    Below 16 px (the 8x8 digits) it is ``convnetd2``, a condense choice: the depth-3 ConvNet instance-normalizes 2x2
+    maps in its last block there, and trajectory matching through it collapses (meta-gradient norms jumping between
+    1e3 and 6e8 from one iteration to the next, measured on digits); depth 2 normalizes 4x4 maps.
+
+    Example:
+        >>> from condense.data import load_dataset
+        >>> default_model_for(load_dataset("digits"))
+        'convnetd2'
+    """
+    side = min(int(s) for s in data.image_size)
+    if side < 16:
+        return "convnetd2"
+    if side <= 32:
+        return "convnet"
+    if side <= 64:
+        return "convnetd4"
+    return "convnetd5"

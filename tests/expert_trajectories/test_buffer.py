@@ -66,7 +66,15 @@ def test_manifest_describes_the_buffer(buf, buffer_dir, digits):
     assert buf.model_spec["name"] == "convnet"
     curves = buf.accuracy_curves
     assert sorted(curves) == list(range(N_EXPERTS))
-    assert all(len(c) == EPOCHS and all(0.0 <= a <= 1.0 for a in c) for c in curves.values())
+    assert all(len(c) == EPOCHS for c in curves.values())
+    # each curve entry is the test accuracy of the snapshot taken after that epoch, recomputed here from the file
+    net = create_model("convnet", in_channels=1, num_classes=10, image_size=(8, 8), **MODEL_KW).eval()
+    for e, curve in curves.items():
+        for epoch, acc in enumerate(curve):
+            params = buf.layout.unflatten(buf.snapshot(e, epoch + 1))
+            with torch.no_grad():
+                pred = torch.func.functional_call(net, params, (digits.x_test,)).argmax(1)
+            assert acc == pytest.approx(float((pred == digits.y_test).double().mean()), abs=2e-6), (e, epoch)
 
 
 def test_param_layout_matches_the_model(buf):

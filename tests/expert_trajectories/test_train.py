@@ -48,35 +48,53 @@ def test_vmapped_experts_equal_looped_experts(digits, tmp_path, kind, epochs, ba
     assert not torch.equal(vm.trajectory(0), vm.trajectory(1))
 
 
-def test_functional_sgd_matches_torch_optim(digits, tmp_path):
-    """Momentum + weight decay + lr decay against torch.optim.SGD on the same data order (no augmentation)."""
-    cfg = get_expert_config(
-        "vanilla",
-        momentum=0.9,
-        weight_decay=5e-3,
-        batch_size=256,
-        augment="none",
-        lr_decay_factor=0.5,
-        lr_decay_epoch=1,
-    )
-    buf = _record(digits, tmp_path / "b", n=1, epochs=2, config=cfg, seed=3)
+def _ast_loop_reference(digits, epochs, lr, momentum, weight_decay, factor, decay_after, seed):
+    """Expert training written from AST's ``buffer.py`` loop (and MTT's ``--decay``): ``torch.optim.SGD``; after
+    epoch ``decay_after`` has trained, lr *= factor and a NEW ``torch.optim.SGD`` (empty momentum buffer).
+
+    Same init seed and data order as the trainer; no augmentation, no loss scaling, no penalty. Returns the flat
+    parameters after every epoch.
+    """
     net = create_model(
-        "convnet", in_channels=1, num_classes=10, image_size=(8, 8), seed=derive_seed(3, 0, 0, "init"), **MODEL_KW
+        "convnet", in_channels=1, num_classes=10, image_size=(8, 8), seed=derive_seed(seed, 0, 0, "init"), **MODEL_KW
     )
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-3)
-    order = torch.Generator().manual_seed(derive_seed(3, 0, 0, "order"))
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    order = torch.Generator().manual_seed(derive_seed(seed, 0, 0, "order"))
     n = digits.x_train.shape[0]
-    for epoch in range(2):
-        if epoch == 1:
-            opt.param_groups[0]["lr"] *= 0.5
+    out = []
+    for e in range(epochs):
         perm = torch.randperm(n, generator=order)
         for s in range(0, n, 256):
             idx = perm[s : s + 256]
             opt.zero_grad()
             F.cross_entropy(net(digits.x_train[idx]), digits.y_train[idx]).backward()
             opt.step()
-    ref = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
-    torch.testing.assert_close(buf.snapshot(0, -1), ref, rtol=1e-4, atol=1e-5)
+        out.append(torch.cat([p.detach().reshape(-1) for p in net.parameters()]))
+        if e == decay_after:  # AST buffer.py: ``if e in lr_schedule: lr *= 0.6; teacher_optim = torch.optim.SGD(...)``
+            lr *= factor
+            opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return out
+
+
+@pytest.mark.parametrize(
+    "kind, extra, decay_after",
+    [
+        # AST's smooth experts with its default schedule: lr_schedule = [E // 2 + 1] = [3] for E = 5
+        ("smooth", {"gp_weight": 0.0, "loss_scale_start": 1.0, "loss_scale_step": 0.0}, 5 // 2 + 1),
+        # MTT's --decay convention with an explicit first decayed epoch: lr_decay_epoch=2 means "after epoch 1"
+        ("vanilla", {"momentum": 0.9, "weight_decay": 5e-3, "lr_decay_factor": 0.1, "lr_decay_epoch": 2}, 1),
+    ],
+)
+def test_functional_sgd_matches_asts_training_loop(digits, tmp_path, kind, extra, decay_after):
+    """Momentum + weight decay + the lr decay against AST's loop: the decay lands after epoch E // 2 + 1 (the first
+    decayed epoch is E // 2 + 2, or ``lr_decay_epoch``) and the momentum buffer starts again from zero there."""
+    cfg = get_expert_config(kind, batch_size=256, augment="none", **extra)
+    buf = _record(digits, tmp_path / "b", n=1, epochs=5, config=cfg, seed=3)
+    ref = _ast_loop_reference(
+        digits, 5, cfg.lr_teacher, cfg.momentum, cfg.weight_decay, cfg.lr_decay_factor, decay_after, seed=3
+    )
+    for e in range(5):
+        torch.testing.assert_close(buf.snapshot(0, e + 1), ref[e], rtol=1e-4, atol=1e-5, msg=f"after epoch {e}")
 
 
 # ----------------------------------------------------------------------------------------------------------------------

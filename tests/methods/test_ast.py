@@ -4,6 +4,7 @@ intermediate matching, balanced loss, heavy-ball student); with every mechanism 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -137,14 +138,33 @@ def test_intermediate_matching_adds_checkpoints_t_plus_i(digits, digits_smooth_b
     assert [mt.step for mt in seen["matches"]] == [7]
 
 
+def _ast_balance(start_epoch: int, max_start_epoch: int) -> float:
+    """AST distill.py's lines: ``if start_epoch >= args.max_start_epoch//2: ce_loss *= math.log(start_epoch -
+    args.max_start_epoch//2 + 8, 5)`` else ``ce_loss /= math.log(args.max_start_epoch//2 - start_epoch + 8, 5)``."""
+    if start_epoch >= max_start_epoch // 2:
+        return math.log(start_epoch - max_start_epoch // 2 + 8, 5)
+    return 1.0 / math.log(max_start_epoch // 2 - start_epoch + 8, 5)
+
+
+def test_balanced_loss_uses_the_integer_midpoint():
+    # odd T is where T // 2 (AST) and T / 2 differ: T = 25, t = 12 is log5(8) = 1.292 in AST, 0.752 with T / 2
+    assert balanced_loss_weight(12, 25) == pytest.approx(1.2920, abs=1e-4)
+    assert balanced_loss_weight(11, 25) == pytest.approx(0.7325, abs=1e-4)  # 1 / log5(9)
+    for big_t in (2, 3, 20, 25, 41):
+        for t in range(big_t):
+            assert balanced_loss_weight(t, big_t) == pytest.approx(_ast_balance(t, big_t), rel=1e-12), (t, big_t)
+
+
 def test_balanced_loss_and_heavy_ball_student(digits, digits_smooth_buffer, monkeypatch):
     assert balanced_loss_weight(0, 20) < 1.0 < balanced_loss_weight(19, 20)  # early segments weigh less
     assert balanced_loss_weight(10, 20) == pytest.approx(1.2920, abs=1e-4)  # log5(8)
     assert balanced_loss_weight(9, 20) == pytest.approx(1 / 1.3652, abs=1e-4)  # 1 / log5(9)
     seen = _spy(monkeypatch)
     m, cfg, gen, st = _state(digits, digits_smooth_buffer, {"init": "real"})
+    assert cfg.max_start_epoch % 2 == 1  # the digits preset's T = 3 is odd: t = 1 is above AST's midpoint T // 2
     t = int(m.step(st, 0, gen)["start_epoch"])
-    assert seen["loss_scale"] == balanced_loss_weight(t, cfg.max_start_epoch) and seen["momentum"] == 0.9
+    assert seen["loss_scale"] == pytest.approx(_ast_balance(t, cfg.max_start_epoch), rel=1e-12)
+    assert seen["momentum"] == 0.9
     m, cfg, gen, st = _state(digits, digits_smooth_buffer, {"init": "real", "balanced_loss": False})
     m.step(st, 0, gen)
     assert seen["loss_scale"] == 1.0

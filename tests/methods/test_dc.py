@@ -6,9 +6,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from condense.augment import get_augment
 from condense.errors import ConfigError
 from condense.methods import RunContext, distill, get_method
-from condense.methods.dc import DCConfig, DSAConfig, get_loops, gradient_matching_loss, match_distance
+from condense.methods.dc import (
+    DSA_PRESETS,
+    DCConfig,
+    DSAConfig,
+    get_loops,
+    gradient_matching_loss,
+    match_distance,
+)
 from condense.models import create_model
 
 
@@ -84,10 +92,39 @@ def test_an_image_step_lowers_the_matching_loss(digits):
 
 
 def test_dc_and_dsa_defaults_follow_the_authors_code():
+    """Every default against the authors' ``main.py`` and their README commands (DC: arXiv:2006.05929, DSA:
+    arXiv:2102.08259; ``VICO-UoE/DatasetCondensation``)."""
     dc, dsa = DCConfig(), DSAConfig()
-    assert (dc.lr_img, dc.momentum, dc.lr_net, dc.batch_real, dc.num_iterations) == (0.1, 0.5, 0.01, 256, 1000)
-    assert dc.augment == "none" and dsa.augment == "dsa" and dc.init == "noise"
+    # main.py argparse: --Iteration 1000, --lr_img 0.1, --lr_net 0.01, --batch_real 256, --batch_train 256,
+    # --dis_metric ours, --model ConvNet; SGD([image_syn], momentum=0.5); loops from get_loops(ipc)
+    paper = {
+        "model": "convnet",
+        "num_iterations": 1000,
+        "lr_img": 0.1,
+        "momentum": 0.5,
+        "lr_net": 0.01,
+        "batch_real": 256,
+        "batch_train": 256,
+        "distance": "layerwise",
+        "num_outer_loops": None,
+        "inner_epochs": None,
+        "fyi": False,
+    }
+    for cfg in (dc, dsa):
+        assert {k: getattr(cfg, k) for k in paper} == paper
+    # DC's command keeps main.py's --init noise and no augmentation; the DSA command is
+    # "--init real --method DSA --dsa_strategy color_crop_cutout_flip_scale_rotate" (readme.md)
+    assert (dc.init, dc.augment) == ("noise", "none")
+    assert (dsa.init, dsa.augment) == ("real", "dsa")
+    assert get_augment(dsa.augment).strategy == "color_crop_cutout_flip_scale_rotate"
     assert get_method("dsa").Config is DSAConfig and get_method("dc").Config is DCConfig
+    # loop table of the code's get_loops (ipc -> outer_loop, inner_loop)
+    assert [get_loops(i) for i in (1, 10, 20, 30, 40, 50)] == [(1, 1), (10, 50), (20, 25), (30, 20), (40, 15), (50, 10)]
+    # the paper presets do not reset init: a DSA preset run starts from real images
+    for key in DSA_PRESETS:
+        assert get_method("dsa").resolve_config(key).init == "real", key
+    for key in ("cifar10-ipc1", "cifar10-ipc10", "cifar10-ipc50", "mnist-ipc10"):
+        assert get_method("dc").resolve_config(key).init == "noise", key
     with pytest.raises(ConfigError, match="distance"):
         DCConfig(distance="l2")
     with pytest.raises(ConfigError, match="lr_img"):

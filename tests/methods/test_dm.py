@@ -114,16 +114,43 @@ def test_config_validation_and_paper_defaults():
     assert get_method("dm").resolve_config("cifar10-ipc10") == DMConfig()
 
 
-def test_step_is_sgd_with_momentum_on_the_images(digits):
+def test_step_is_sgd_with_momentum_on_the_images(digits, monkeypatch):
+    """x_{t+1} = x_t - lr (0.5 buf_t + g_t), buf_{t+1} = 0.5 buf_t + g_t, with g_t computed here: the gradient of
+    DM's Eq. 5 (written out below) for the network and real batch the step drew, autograd on a copy of x_t."""
+    import condense.methods.dm as dm_module
+
+    drawn = []
+    real_loss = dm_module.dm_loss
+
+    def spy(net, real, syn):
+        drawn.append((net, real.detach().clone()))
+        return real_loss(net, real, syn)
+
+    monkeypatch.setattr(dm_module, "dm_loss", spy)
     m = get_method("dm")
     cfg = m.resolve_config(None, {"batch_real": 8, "augment": "none", "lr_img": 0.5})
     gen = torch.Generator().manual_seed(0)
     st = m.init_state(digits, cfg, 1, gen, RunContext())
-    x0 = st.tensors["images"].clone()
-    m.step(st, 0, gen)
-    buf1 = st.tensors["momentum"].clone()
-    torch.testing.assert_close(st.tensors["images"], x0 - 0.5 * buf1)
-    x1 = st.tensors["images"].clone()
-    m.step(st, 1, gen)
-    grad2 = st.tensors["momentum"] - 0.5 * buf1
-    torch.testing.assert_close(st.tensors["images"], x1 - 0.5 * (0.5 * buf1 + grad2))
+
+    def independent_grad(x: torch.Tensor, net, real: torch.Tensor) -> torch.Tensor:
+        x = x.detach().clone().requires_grad_(True)
+        k = real.shape[0]
+        loss = x.new_zeros(())
+        for c in range(k):  # sum_c || mean_i psi(real_c,i) - mean_j psi(x_c,j) ||^2, one class at a time
+            mu_real = net.embed(real[c]).detach().mean(0)
+            mu_syn = net.embed(x.view(k, -1, *x.shape[1:])[c]).mean(0)
+            loss = loss + (mu_real - mu_syn).pow(2).sum()
+        (g,) = torch.autograd.grad(loss, x)
+        return g
+
+    buf = torch.zeros_like(st.tensors["images"])
+    for it in range(3):
+        x_t = st.tensors["images"].clone()
+        m.step(st, it, gen)
+        net, real = drawn[-1]
+        g = independent_grad(x_t, net, real)
+        assert float(g.abs().sum()) > 0
+        buf = 0.5 * buf + g  # torch.optim.SGD(momentum=0.5): dampening 0, the first buffer is g
+        torch.testing.assert_close(st.tensors["images"], x_t - 0.5 * buf, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(st.tensors["momentum"], buf, rtol=1e-4, atol=1e-5)
+    assert len(drawn) == 3 and not torch.equal(drawn[0][1], drawn[1][1])  # a fresh real batch per step

@@ -30,13 +30,39 @@ def _state(digits, buffer, overrides=None, ipc=1, name="mtt", seed=0):
     return m, cfg, gen, m.init_state(digits, cfg, ipc, gen, RunContext(buffer=buffer))
 
 
-def test_step_updates_images_and_lr(digits, digits_buffer):
+def test_step_updates_images_and_lr(digits, digits_buffer, monkeypatch):
+    """One step moves X and alpha by SGD on the meta-gradient: the first momentum step is x - lr * g."""
+    grads = []
+    real = core.meta_gradient
+
+    def spy(*args, **kwargs):
+        mg = real(*args, **kwargs)
+        grads.append((mg.images.clone(), mg.lr.clone()))
+        return mg
+
+    monkeypatch.setattr(core, "meta_gradient", spy)
     m, cfg, gen, st = _state(digits, digits_buffer)
-    x0 = st.tensors["images"].clone()
+    x0, lr0 = st.tensors["images"].clone(), st.tensors["lr"].clone()
     stats = m.step(st, 0, gen)
     assert set(stats) >= {"loss", "lr", "grad_norm", "start_epoch"}
     assert stats["loss"] > 0 and not torch.equal(x0, st.tensors["images"])
-    assert float(st.tensors["mom_images"].abs().sum()) > 0
+    ((g_x, g_lr),) = grads
+    assert float(g_lr.abs()) > 0
+    lr1 = st.tensors["lr"]
+    assert float(lr1) != float(lr0)  # alpha is learned, not only the pixels
+    torch.testing.assert_close(lr1, (lr0 - cfg.lr_lr * g_lr).clamp(min=cfg.lr_min), rtol=0, atol=0)
+    torch.testing.assert_close(st.tensors["images"], x0 - cfg.lr_img * g_x, rtol=1e-6, atol=1e-6)
+    assert torch.equal(st.tensors["mom_lr"], g_lr) and float(st.tensors["mom_images"].abs().sum()) > 0
+
+
+def test_monitoring_scores_the_buffers_model(digits, digits_buffer, tmp_path):
+    """Mid-run evaluation trains the distillation model (the buffer's, convnetd2 here), not always ConvNet-3."""
+    run = RunContext(buffer=digits_buffer, out_dir=tmp_path, quiet=True, eval_every=1, eval_epochs=1, eval_seeds=1)
+    syn = distill("mtt", digits, ipc=1, overrides={"num_iterations": 1}, run=run)
+    assert syn.meta["model"] == "convnetd2"
+    events = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    (ev,) = [e for e in events if e.get("event") == "eval"]
+    assert list(ev["accuracy"]) == ["convnetd2"]
 
 
 def test_learned_lr_stays_positive(digits, digits_buffer, monkeypatch):
@@ -110,18 +136,16 @@ def test_lean_mode_matches_full_mode(digits, digits_buffer):
     assert out["lean"][2] == pytest.approx(out["full"][2], rel=1e-5)
 
 
-def test_config_validation_and_presets():
+def test_config_validation():
+    """Refused configs. The preset values are pinned against MTT's table in
+    ``tests/methods/test_contract.py::test_mtt_and_ftd_presets_equal_the_papers_tables``."""
     m = get_method("mtt")
-    for name in m.presets:
-        cfg = m.resolve_config(name)
-        assert cfg.syn_steps >= 1
-    assert m.resolve_config("cifar10-ipc10").lr_img == 100.0
     with pytest.raises(ConfigError, match="max_start_epoch"):
         m.resolve_config(None, {"min_start_epoch": 5, "max_start_epoch": 5})
     with pytest.raises(ConfigError, match="unroll"):
         m.resolve_config(None, {"unroll": "tesla"})
     with pytest.raises(ConfigError, match="lr_min"):
-        m.resolve_config(None, {"lr_min": 1.0})
+        m.resolve_config(None, {"lr_min": 1.0, "lr_student_init": 0.01})  # the floor above alpha_0
     with pytest.raises(ConfigError, match="init"):
         m.resolve_config(None, {"init": "representative"})  # AST's init is AST's (ast.py), not MTT's
 
