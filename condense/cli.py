@@ -167,7 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ipc", type=_positive_int, default=None, help="with --for: the IPC whose preset is meant")
     p.add_argument(
-        "--model", default=None, help="architecture (default: the preset's, else convnet; convnetd2 below 16 px)"
+        "--model",
+        default=None,
+        help="architecture (default: the preset's, else the papers' ConvNet for the resolution: convnetd2 "
+        "below 16 px, convnet to 32, convnetd4 at 64, convnetd5 above)",
     )
     p.add_argument(
         "--experts", type=_positive_int, default=None, help="experts (default 10 for CPUs; a --preset records 100)"
