@@ -112,7 +112,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # IPC 1 then takes N = 10 student steps with lr_img 10 and lr_lr 1e-6: on smooth experts of the default settings
     # (lr 0.003, momentum 0.9, batch 256; 5 x 10 epochs) MTT's N = 20 / lr_img 100 / lr_lr 1e-5 pin alpha at its
     # floor (three collapses, 38.1%); measured with ConvNetD2, 3 seeds x 300 epochs (random real 77.4): 89.2 on that
-    # buffer, 90.2 on the demo buffer (lr_img 30, lr_lr 1e-6, N = 20: 86.9 / 90.5; alpha fixed: 53.3).
+    # buffer (91.4 through the CLI), 90.2 on the demo buffer (lr_img 30, lr_lr 1e-6, N = 20: 86.9 / 90.5; alpha
+    # fixed: 53.3).
     "digits-ipc1": {**DIGITS_PRESET, "weight_perturb": 0.0, "syn_steps": 10, "lr_img": 10.0, "lr_lr": 1e-6},
     "digits-ipc10": {**DIGITS_PRESET, "batch_syn": 50},
 }
