@@ -33,6 +33,7 @@ EPILOG = """examples:
   condense eval c10_mtt.safetensors --dataset cifar10 --data-root data --models convnet,resnet18 --seeds 5 --json
   condense baseline random --dataset cifar10 --data-root data --ipc 10 --json
   condense show c10_mtt.safetensors --out grid.png
+  condense teachers train --dataset digits --model convnet_bn --epochs 10 --out teachers/digits_bn
 """
 
 
@@ -227,6 +228,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--restart", action="store_true", help="discard the checkpoint and log in the work folder and start over"
     )
     _common(p)
+
+    p = sub.add_parser("teachers", help="train teachers for decoupled methods (squeeze)")
+    tsub = p.add_subparsers(dest="teachers_command", metavar="ACTION")
+    t = tsub.add_parser(
+        "train",
+        help="train a teacher on a dataset and save it with its classes, preprocessing and test accuracy",
+        description="Train a teacher (the squeeze stage of SRe2L/RDED) and write DIR/teacher.safetensors + "
+        "DIR/teacher.json; prints the final-epoch test accuracy.",
+    )
+    t.add_argument("--dataset", required=True)
+    t.add_argument("--model", required=True, help="architecture, e.g. convnet_bn or resnet18_bn (BatchNorm)")
+    t.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: the recipe's)")
+    t.add_argument(
+        "--recipe", default=None, help="sre2l_cifar, rded_cifar or digits (default: digits on digits, else sre2l_cifar)"
+    )
+    t.add_argument("--zca", action="store_true", help="ZCA-whiten the data (eps 0.1; recorded and then required)")
+    t.add_argument(
+        "--model-arg", action="append", default=[], metavar="KEY=VALUE", help="model builder argument, e.g. width=32"
+    )
+    t.add_argument("--out", required=True, help="teacher folder (DIR/teacher.safetensors + DIR/teacher.json)")
+    t.add_argument("--force", action="store_true", help="replace a teacher already in --out")
+    _common(t)
 
     p = sub.add_parser("eval", help="evaluate a synthetic set", description="Score a synthetic set.")
     p.add_argument("path", help="artifact (.safetensors or its .json sidecar)")
@@ -431,15 +454,7 @@ def cmd_experts(args: argparse.Namespace) -> int:
     _apply_buffer_preset(args)
     base = get_expert_config(args.kind)
     config = get_expert_config(args.kind, **parse_overrides(type(base), args.set))
-    model_kwargs = {}
-    for item in args.model_arg:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--model-arg {item!r} must look like key=value")
-        try:
-            model_kwargs[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            model_kwargs[key.strip()] = raw
+    model_kwargs = _model_kwargs(args.model_arg)
     data = _load(args)
     if args.model is None:
         from condense.models import default_model_for
@@ -469,6 +484,61 @@ def cmd_experts(args: argparse.Namespace) -> int:
         msg += f"; final test accuracy {100 * min(finals):.1f}-{100 * max(finals):.1f} %"
     if not args.quiet:
         print(msg)
+    return 0
+
+
+def _model_kwargs(items: list[str]) -> dict[str, Any]:
+    """``--model-arg key=value`` flags as builder kwargs (values parsed as JSON when they are JSON)."""
+    model_kwargs: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--model-arg {item!r} must look like key=value")
+        try:
+            model_kwargs[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            model_kwargs[key.strip()] = raw
+    return model_kwargs
+
+
+def cmd_teachers(args: argparse.Namespace) -> int:
+    if args.teachers_command is None:
+        raise ConfigError("condense teachers: name an action: 'condense teachers train ...' (see --help)")
+    from condense.teachers import JSON_FILE, TENSOR_FILE, get_recipe
+
+    out = _folder_arg("--out", args.out, "a teacher folder (DIR/teacher.safetensors + DIR/teacher.json)")
+    for q in (out / TENSOR_FILE, out / JSON_FILE):
+        if q.exists() and not args.force:
+            raise OutputExistsError(f"--out: '{out}' already holds a teacher ('{q.name}'); pass --force to replace it")
+        if q.is_dir():
+            raise OutputExistsError(f"--out: '{q}' is a folder where a file goes")
+    device = _device(args.device)
+    _check_model_name(args.model)
+    if args.recipe is not None:
+        get_recipe(args.recipe)  # an unknown name raises with a did-you-mean before the data is loaded
+    model_kwargs = _model_kwargs(args.model_arg)
+    data = _load(args)
+    _probe_model(args.model, data, model_kwargs)
+    from condense.teachers import train_teacher
+
+    t0 = time.perf_counter()
+    teacher = train_teacher(
+        data,
+        args.model,
+        args.epochs,
+        out,
+        recipe=args.recipe,
+        model_kwargs=model_kwargs or None,
+        seed=args.seed,
+        device=device,
+        quiet=args.quiet,
+    )
+    if not args.quiet:
+        print(
+            f"trained {teacher.model} teacher on {teacher.dataset} ({teacher.epochs} epochs, recipe "
+            f"{teacher.recipe_name or 'custom'}) in {time.perf_counter() - t0:.1f}s: test accuracy "
+            f"{100 * teacher.test_accuracy:.2f} % -> {out}"
+        )
     return 0
 
 
@@ -724,6 +794,7 @@ COMMANDS = {
     "run": cmd_run,
     "experts": cmd_experts,
     "distill": cmd_distill,
+    "teachers": cmd_teachers,
     "eval": cmd_eval,
     "baseline": cmd_baseline,
     "show": cmd_show,

@@ -137,7 +137,8 @@ BAD_FLAGS = [
 
 def test_help_lists_commands():
     res = subprocess.run([sys.executable, "-m", "condense", "--help"], capture_output=True, text=True, check=True)
-    for cmd in ("run", "experts", "distill", "eval", "baseline", "show", "export", "datasets", "models", "methods"):
+    commands = ("run", "experts", "distill", "eval", "baseline", "show", "export", "datasets", "models", "methods")
+    for cmd in (*commands, "teachers"):
         assert cmd in res.stdout
 
 

@@ -24,7 +24,7 @@ LAYERS = {
     **dict.fromkeys(["data", "models", "augment"], 1),
     "synthetic": 2,
     "graph_summary": 2.5,  # graph summaries are SyntheticSets with their own tensors
-    **dict.fromkeys(["expert_trajectories", "eval"], 3),
+    **dict.fromkeys(["expert_trajectories", "eval", "teachers"], 3),
     "methods": 4,
     "demo": 5,
     "cli": 6,
@@ -167,7 +167,9 @@ def test_rules_catch_a_bad_import(tmp_path, monkeypatch):
         assert bad, f"the probe {rel} ({text.strip()}) was not flagged"
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["distill", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["run", "--help"], ["distill", "--help"], ["teachers", "train", "--help"]]
+)
 def test_help_does_not_import_torch(argv):
     code = (
         "import sys\nfrom condense.cli import main\n"
