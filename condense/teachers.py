@@ -472,11 +472,11 @@ def augment_batch(x: torch.Tensor, recipe: TeacherRecipe, fill: torch.Tensor, ge
     b = x.shape[0]
     if recipe.crop_padding:
         p = recipe.crop_padding
-        shift = torch.randint(-p, p + 1, (b, 2), generator=gen)
+        shift = torch.randint(-p, p + 1, (b, 2), generator=gen, device=gen.device)
         fill = fill.to(x.device, x.dtype)
         x = functional.crop(x - fill, shift) + fill  # zero fill of (x - fill) is the black pixel of x
     if recipe.flip:
-        x = functional.flip(x, torch.rand(b, generator=gen) < 0.5)
+        x = functional.flip(x, torch.rand(b, generator=gen, device=gen.device) < 0.5)
     return x
 
 
@@ -563,7 +563,7 @@ def train_teacher(
         for g in opt.param_groups:
             g["lr"] = lr
         module.train()
-        perm = torch.randperm(n, generator=order_gen)
+        perm = torch.randperm(n, generator=order_gen, device=order_gen.device).cpu()
         total, seen = 0.0, 0
         for i in range(0, n, cfg.batch_train):
             idx = perm[i : i + cfg.batch_train]
