@@ -346,11 +346,10 @@ def _buffer_arg(path: str) -> Path:
 
 
 def _buffer_whitened(path: Path) -> bool:
-    """Whether a buffer's manifest records ZCA (read as plain JSON; the buffer itself is verified when opened)."""
-    try:
-        return bool(json.loads((path / "manifest.json").read_text()).get("preprocessing", {}).get("zca"))
-    except (OSError, ValueError, AttributeError):
-        return False  # an unreadable manifest is refused with its own message when the buffer is opened
+    """Whether a buffer records ZCA, read through ``ExpertBuffer.open`` (its manifest verified like every file)."""
+    from condense.expert_trajectories import ExpertBuffer
+
+    return ExpertBuffer.open(path).manifest["preprocessing"].get("zca") is not None
 
 
 def _artifact_arg(path: str) -> str:
@@ -552,6 +551,7 @@ def _apply_buffer_preset(args: argparse.Namespace) -> None:
         args.experts = args.experts or 10
         args.epochs = args.epochs or 50
         return
+    from condense.expert_trajectories import get_expert_config
     from condense.methods import preset_buffer
 
     if args.preset is not None and args.for_method is not None:
@@ -580,7 +580,7 @@ def _apply_buffer_preset(args: argparse.Namespace) -> None:
     args.epochs = args.epochs or need.get("epochs") or min_epochs
     if args.epochs < min_epochs:
         raise ConfigError(f"--epochs {args.epochs}: preset {name} reads expert epochs up to {min_epochs}")
-    if need.get("epochs") and args.epochs != need["epochs"] and _decays(kind):
+    if need.get("epochs") and args.epochs != need["epochs"] and get_expert_config(kind).decays:
         raise ConfigError(
             f"--epochs {args.epochs}: preset {name} records {need['epochs']} epochs and its experts' lr decays "
             "mid-training, so the length changes every snapshot; drop --epochs"
@@ -590,13 +590,6 @@ def _apply_buffer_preset(args: argparse.Namespace) -> None:
             f"recording the buffer of preset {name}: {args.experts} {kind} experts x {args.epochs} epochs, "
             f"model {args.model or 'default'}, ZCA {'on' if args.zca else 'off'}"
         )
-
-
-def _decays(kind: str) -> bool:
-    """Whether experts of this kind or expert preset decay their lr mid-training (AST's smooth experts)."""
-    from condense.expert_trajectories import get_expert_config
-
-    return get_expert_config(kind).lr_decay_factor != 1.0
 
 
 def _probe_model(name: str, data: Any, model_kwargs: dict[str, Any]) -> None:

@@ -95,6 +95,11 @@ class ExpertConfig:
                 f" available: {', '.join(list_augments())}"
             )
 
+    @property
+    def decays(self) -> bool:
+        """Whether the lr changes mid-training (then the snapshots depend on the total epochs)."""
+        return self.lr_decay_factor != 1.0
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able fields (the kind is stored next to them in the manifest)."""
         return config_to_dict(self)

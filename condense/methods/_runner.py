@@ -440,10 +440,19 @@ def _run_locked(matcher: Matcher, data: Any, cfg: Any, ipc: int, gen: torch.Gene
         it = start
         consecutive = 0
         recent: list[dict[str, Any]] = []  # stats of the accepted iterations since the last rollback
-        healthy = (it, _snapshot(state))  # where a collapse rolls back to (promoted from `candidate`)
+        # where a collapse rolls back to: the first state, then the candidate of a window boundary once a whole
+        # window after it has passed the collapse check (so 5-10 iterations before a detection); both reuse the
+        # per-step snapshot, which nothing writes to
+        healthy: tuple[int, Any] | None = None
         candidate: tuple[int, Any] | None = None
         while it < num_iterations:
             snap = _snapshot(state)
+            if healthy is None:
+                healthy = (it, snap)
+            elif it % COLLAPSE_WINDOW == 0 and it > healthy[0] and (candidate is None or candidate[0] < it):
+                if candidate is not None:
+                    healthy = candidate
+                candidate = (it, snap)
             t0 = time.perf_counter()
             stats = {k: _to_float(v) for k, v in (matcher.step(state, it, gen) or {}).items()}
             bad = _non_finite(stats, state)
@@ -509,10 +518,6 @@ def _run_locked(matcher: Matcher, data: Any, cfg: Any, ipc: int, gen: torch.Gene
             if "lr" in stats:
                 lr_trace.append(float(stats["lr"]))
             it += 1
-            if it % COLLAPSE_WINDOW == 0:  # every iteration since `candidate` was taken passed the collapse check
-                if candidate is not None:
-                    healthy = candidate
-                candidate = (it, _snapshot(state))
             if "loss" in stats:
                 postfix["loss"] = f"{stats['loss']:.4g}"
             if run.eval_every > 0 and it % run.eval_every == 0:
