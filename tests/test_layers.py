@@ -22,9 +22,11 @@ ROOT = Path(__file__).resolve().parents[1] / "condense"
 LAYERS = {
     **dict.fromkeys(["_version", "errors", "registry", "config", "io", "seeding", "optim"], 0),
     **dict.fromkeys(["data", "models", "augment"], 1),
+    "labels": 1.5,  # the soft-label store and its views: an artifact format below SyntheticSet, which can carry one
     "synthetic": 2,
     "graph_summary": 2.5,  # graph summaries are SyntheticSets with their own tensors
-    **dict.fromkeys(["expert_trajectories", "eval", "teachers"], 3),
+    "teachers": 2.7,  # a teacher is an artifact with its training; evaluation and recover read teachers
+    **dict.fromkeys(["expert_trajectories", "eval", "recover"], 3),
     "methods": 4,
     "demo": 5,
     "cli": 6,

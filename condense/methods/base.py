@@ -58,6 +58,8 @@ class RunContext:
             ``out_dir/discarded-<time>/``) and start over (``--restart``).
         quiet: silence progress bars.
         buffer: path of an expert-trajectory buffer (trajectory matchers).
+        teacher: folder of a trained teacher (``condense teachers train``; decoupled methods, SRe2L and RDED), or
+            several such folders (a committee).
     """
 
     device: torch.device | str = "cpu"
@@ -71,6 +73,7 @@ class RunContext:
     restart: bool = False
     quiet: bool = False
     buffer: Path | None = None
+    teacher: Path | list[Path] | None = None
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
@@ -78,6 +81,17 @@ class RunContext:
             self.out_dir = Path(self.out_dir)
         if self.buffer is not None:
             self.buffer = Path(self.buffer)
+        if isinstance(self.teacher, (list, tuple)):
+            self.teacher = [Path(t) for t in self.teacher]
+        elif self.teacher is not None:
+            self.teacher = Path(self.teacher)
+
+    @property
+    def teachers(self) -> list[Path]:
+        """``teacher`` as a list (empty when none was given)."""
+        if self.teacher is None:
+            return []
+        return list(self.teacher) if isinstance(self.teacher, list) else [self.teacher]
 
 
 @dataclass
@@ -109,6 +123,8 @@ class Method(abc.ABC):
     data_kind: ClassVar[str] = "images"
     #: True when the method reads an expert-trajectory buffer (``run.buffer``), as MTT/FTD/DATM do.
     needs_buffer: ClassVar[bool] = False
+    #: True when the method reads a trained teacher (``run.teacher``), as SRe2L and RDED do.
+    needs_teacher: ClassVar[bool] = False
 
     def resolve_config(self, preset: str | None = None, overrides: Mapping[str, Any] | None = None) -> Any:
         """Defaults <- preset <- overrides, validated."""
