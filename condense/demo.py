@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEMO_BUFFERS", "demo_buffer", "run_demo"]
+__all__ = ["DEMO_BUFFERS", "DEMO_TEACHER", "demo_buffer", "run_demo"]
 
 _DIGITS_VANILLA: dict[str, Any] = {
     "kind": "vanilla",
@@ -37,6 +37,17 @@ DEMO_BUFFERS: dict[str, dict[str, Any]] = {
     # AST's smooth experts (momentum 0.9, weight decay 1e-3, clipping loss, gradient penalty) with the same lr and
     # batch: they reach 96-97% after 6 epochs on digits (vanilla: 94-96%), measured.
     "ast": {**_DIGITS_VANILLA, "kind": "smooth"},
+}
+
+
+#: The teacher ``condense run`` trains for the decoupled methods (SRe2L, RDED) on digits, and the tests' teacher:
+#: ``train_teacher(data, model, epochs, out, recipe=recipe, model_kwargs=model_kwargs)``. A depth-2 BatchNorm ConvNet
+#: of width 64 (depth 3 pools 8x8 digits to 1x1); measured on 1 CPU thread: 3 s, 99.2 % test accuracy.
+DEMO_TEACHER: dict[str, Any] = {
+    "model": "convnet_bn",
+    "model_kwargs": {"width": 64, "depth": 2},
+    "epochs": 15,
+    "recipe": "digits",
 }
 
 

@@ -269,6 +269,7 @@ class Teacher:
     train_seconds: float = 0.0
     provenance: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    sha256: str = ""  # of teacher.safetensors; set by save() and load_teacher()
 
     @property
     def num_classes(self) -> int:
@@ -294,6 +295,19 @@ class Teacher:
         self.module.eval()
         dev = next(self.module.parameters()).device
         return self.module(x.to(dev, torch.float32)).float().to(x.device)
+
+    def reference(self) -> dict[str, Any]:
+        """What an artifact records about the teacher it was made with (JSON): folder, tensor sha256, architecture,
+        dataset, fingerprint and measured test accuracy. Readers reload it with :func:`load_teacher` and compare."""
+        return {
+            "path": None if self.path is None else str(Path(self.path).resolve()),
+            "sha256": self.sha256,
+            "model": self.model,
+            "model_kwargs": dict(self.model_kwargs),
+            "dataset": self.dataset,
+            "fingerprint": self.fingerprint,
+            "test_accuracy": float(self.test_accuracy),
+        }
 
     def check_compatible(self, data: ImageData) -> None:
         """Refuse data other than what the teacher was trained on: dataset, fingerprint, class order, preprocessing.
@@ -352,7 +366,7 @@ class Teacher:
             out / TENSOR_FILE, tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)}
         )
         write_json_atomic(spath, seal(meta))
-        self.path = out
+        self.path, self.sha256 = out, meta["sha256"]
         return out
 
 
@@ -441,6 +455,7 @@ def load_teacher(path: str | Path, map_location: str | torch.device = "cpu") -> 
         train_seconds=float(meta["train_seconds"]),
         provenance=dict(meta["provenance"]),
         path=folder,
+        sha256=meta["sha256"],
     )
 
 

@@ -39,3 +39,17 @@ def digits():
     from condense.data import load_dataset
 
     return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def digits_teacher(digits, tmp_path_factory) -> Path:
+    """The demo teacher of the decoupled methods on digits (``condense.demo.DEMO_TEACHER``), trained once: its folder."""
+    from condense.demo import DEMO_TEACHER
+    from condense.teachers import train_teacher
+
+    out = tmp_path_factory.mktemp("teachers") / "digits_convnet_bn"
+    spec = DEMO_TEACHER
+    train_teacher(
+        digits, spec["model"], spec["epochs"], out, recipe=spec["recipe"], model_kwargs=spec["model_kwargs"], quiet=True
+    )
+    return out
