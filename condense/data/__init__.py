@@ -1,9 +1,18 @@
 """Datasets by name, images and graphs alike: ``load_dataset("digits")``, ``load_dataset("cifar10", root)``,
-``imagefolder:<path>``, ``tu:<NAME>``, ``synthetic_graphs``."""
+``imagefolder:<path>``, ``imagenette`` / ``imagewoof`` / ``imagenet1k``, ``tu:<NAME>``, ``synthetic_graphs``."""
 
 from __future__ import annotations
 
-from condense.data import cifar, digits, graph_synthetic, imagefolder, mnist, svhn, tu  # noqa: F401  (registers)
+from condense.data import (  # noqa: F401  (registers)
+    cifar,
+    digits,
+    graph_synthetic,
+    imagefolder,
+    imagenet,
+    mnist,
+    svhn,
+    tu,
+)
 from condense.data.base import (
     DATASETS,
     ImageData,
