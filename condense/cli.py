@@ -34,6 +34,7 @@ EPILOG = """examples:
   condense baseline random --dataset cifar10 --data-root data --ipc 10 --json
   condense show c10_mtt.safetensors --out grid.png
   condense teachers train --dataset digits --model convnet_bn --epochs 10 --out teachers/digits_bn
+  condense teachers show teachers/digits_bn
 """
 
 
@@ -102,6 +103,14 @@ def _eval_opts(p: argparse.ArgumentParser, seeds: int = 5, epochs: int | None = 
         "--protocol",
         default=None,
         help="evaluation protocol (default: classic for images, graph for graph datasets; see condense.eval.PROTOCOLS)",
+    )
+    p.add_argument(
+        "--teacher",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="soft_label protocol: the teacher folder whose logits train the student (repeat for a committee; "
+        "default: the teachers the set records)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
@@ -205,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ipc", type=_positive_int, required=True)
     p.add_argument("--buffer", default=None, help="expert buffer directory (trajectory matchers)")
     p.add_argument(
+        "--teacher",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="teacher folder (decoupled methods sre2l, rded; 'condense teachers train'); repeat for a committee",
+    )
+    p.add_argument(
         "--iterations",
         type=_positive_int,
         default=None,
@@ -229,16 +245,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p)
 
-    p = sub.add_parser("teachers", help="train teachers for decoupled methods (squeeze)")
+    p = sub.add_parser("teachers", help="train, import and show teachers for decoupled methods (squeeze)")
     tsub = p.add_subparsers(dest="teachers_command", metavar="ACTION")
     t = tsub.add_parser(
         "train",
-        help="train a teacher on a dataset and save it with its classes, preprocessing and test accuracy",
+        help="train teachers on a dataset and save them with their classes, preprocessing and test accuracy",
         description="Train a teacher (the squeeze stage of SRe2L/RDED) and write DIR/teacher.safetensors + "
-        "DIR/teacher.json; prints the final-epoch test accuracy.",
+        "DIR/teacher.json; prints the final-epoch test accuracy. With several --model values or --seeds, trains "
+        "one teacher per model and seed into DIR/<model>-s<seed>/.",
     )
     t.add_argument("--dataset", required=True)
-    t.add_argument("--model", required=True, help="architecture, e.g. convnet_bn or resnet18_bn (BatchNorm)")
+    t.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        type=_models_arg,
+        help="architecture, e.g. convnet_bn or resnet18_bn (BatchNorm); repeat it or give a comma list for several",
+    )
+    t.add_argument(
+        "--seeds", type=_seeds_arg, default=None, help="several teachers per model, e.g. 0,1,2 (DIR/<model>-s<seed>/)"
+    )
+    t.add_argument(
+        "--vmap",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="train same-model teachers stacked with vmap (auto: on CUDA, without grouped convolutions)",
+    )
     t.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: the recipe's)")
     t.add_argument(
         "--recipe", default=None, help="sre2l_cifar, rded_cifar or digits (default: digits on digits, else sre2l_cifar)"
@@ -247,9 +279,60 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--model-arg", action="append", default=[], metavar="KEY=VALUE", help="model builder argument, e.g. width=32"
     )
+    t.add_argument(
+        "--out", required=True, help="teacher folder (DIR/teacher.safetensors + DIR/teacher.json), or their parent"
+    )
+    t.add_argument("--force", action="store_true", help="replace a teacher already in --out")
+    _common(t)
+    t = tsub.add_parser(
+        "import",
+        help="turn a checkpoint trained elsewhere into a condense teacher (measured on the dataset)",
+        description="Load a state dict (safetensors, or torch.save read with weights_only=True; 'module.' "
+        "prefixes removed) strictly into a condense architecture, measure its test accuracy on --dataset and "
+        "write DIR/teacher.safetensors + DIR/teacher.json with the dataset's classes and preprocessing.",
+    )
+    t.add_argument("--dataset", required=True, help="the data the checkpoint was trained on (same normalization)")
+    t.add_argument("--model", required=True, help="condense architecture of the checkpoint, e.g. resnet18_bn")
+    t.add_argument("--checkpoint", required=True, help="a .safetensors or torch.save file holding a state dict")
+    t.add_argument("--key", default=None, help="entry holding the state dict (default: found, e.g. 'state_dict')")
+    t.add_argument("--zca", action="store_true", help="ZCA-whiten the data (eps 0.1)")
+    t.add_argument(
+        "--model-arg", action="append", default=[], metavar="KEY=VALUE", help="model builder argument, e.g. width=32"
+    )
     t.add_argument("--out", required=True, help="teacher folder (DIR/teacher.safetensors + DIR/teacher.json)")
     t.add_argument("--force", action="store_true", help="replace a teacher already in --out")
     _common(t)
+    t = tsub.add_parser(
+        "show",
+        help="print a teacher's record (architecture, data, recipe, measured accuracy, checksum)",
+        description="Verify and print a teacher folder's record.",
+    )
+    t.add_argument("path", help="teacher folder (or its teacher.json / teacher.safetensors)")
+    t.add_argument("--json", action="store_true", help="print the record as one JSON object")
+
+    p = sub.add_parser(
+        "relabel",
+        help="store a teacher's soft labels for every epoch of views of a set (FKD)",
+        description="Run the teacher(s) over RandomResizedCrop + flip + CutMix views of the set for every training "
+        "epoch and store their fp16 logits with the view parameters beside a copy of the artifact, so students train "
+        "later without the teacher (condense eval replays them).",
+    )
+    p.add_argument("path", help="artifact (.safetensors or its .json sidecar)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument(
+        "--teacher",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="teacher folder (default: the set's); repeat for a committee (mean of logits)",
+    )
+    p.add_argument("--epochs", type=_positive_int, default=None, help="epochs of views (default: the protocol's, 300)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="views per batch (default: the protocol's)")
+    p.add_argument("--topk", type=_positive_int, default=None, help="keep only the k largest logits per view")
+    p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="logit precision (fp16, as FKD)")
+    p.add_argument("--out", required=True, help="new artifact NAME; writes NAME.safetensors, NAME.json, NAME.labels/")
+    p.add_argument("--force", action="store_true", help="replace an existing artifact at --out")
+    _common(p)
 
     p = sub.add_parser("eval", help="evaluate a synthetic set", description="Score a synthetic set.")
     p.add_argument("path", help="artifact (.safetensors or its .json sidecar)")
@@ -411,7 +494,12 @@ def _eval_kwargs(args: argparse.Namespace, device: str) -> dict[str, Any]:
         "device": device,
         "seed": args.seed,
         "quiet": args.quiet,
+        "teacher": [_teacher_arg(t) for t in args.teacher] if getattr(args, "teacher", None) else None,
     }
+
+
+def _teacher_arg(path: str) -> Path:
+    return _folder_arg("--teacher", path, "a teacher folder holding teacher.json (condense teachers train)")
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -500,44 +588,159 @@ def _model_kwargs(items: list[str]) -> dict[str, Any]:
     return model_kwargs
 
 
-def cmd_teachers(args: argparse.Namespace) -> int:
-    if args.teachers_command is None:
-        raise ConfigError("condense teachers: name an action: 'condense teachers train ...' (see --help)")
-    from condense.teachers import JSON_FILE, TENSOR_FILE, get_recipe
+def _seeds_arg(text: str) -> list[int]:
+    try:
+        seeds = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers >= 0 such as 0,1,2, got {text!r}"
+        ) from None
+    if any(v < 0 for v in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct integers >= 0 such as 0,1,2, got {text!r}")
+    return seeds
 
-    out = _folder_arg("--out", args.out, "a teacher folder (DIR/teacher.safetensors + DIR/teacher.json)")
+
+def _teacher_out(out: Path, force: bool) -> None:
+    from condense.teachers import JSON_FILE, TENSOR_FILE
+
     for q in (out / TENSOR_FILE, out / JSON_FILE):
-        if q.exists() and not args.force:
+        if q.exists() and not force:
             raise OutputExistsError(f"--out: '{out}' already holds a teacher ('{q.name}'); pass --force to replace it")
         if q.is_dir():
             raise OutputExistsError(f"--out: '{q}' is a folder where a file goes")
+
+
+def cmd_teachers(args: argparse.Namespace) -> int:
+    actions = {"train": _teachers_train, "import": _teachers_import, "show": _teachers_show}
+    if args.teachers_command is None:
+        raise ConfigError("condense teachers: name an action: 'condense teachers train|import|show ...' (see --help)")
+    return actions[args.teachers_command](args)
+
+
+def _teachers_train(args: argparse.Namespace) -> int:
+    from condense.teachers import TeacherSpec, get_recipe
+
+    models = [m for group in args.model for m in group]
+    if args.seeds is not None and args.seed != 0:
+        raise ConfigError("pass --seed S (one teacher) or --seeds S1,S2,... (several), not both")
+    if len(set(models)) != len(models):
+        raise ConfigError(f"--model names a model twice: {','.join(models)}")
+    several = len(models) > 1 or args.seeds is not None
+    seeds = args.seeds if args.seeds is not None else [args.seed]
+    specs = [TeacherSpec(m, seed=s) for m in models for s in seeds]
+    out = _folder_arg("--out", args.out, "a teacher folder (DIR/teacher.safetensors + DIR/teacher.json)")
+    folders = [out / spec.name for spec in specs] if several else [out]
+    for folder in folders:
+        _folder_arg("--out", folder, "a teacher folder")
+        _teacher_out(folder, args.force)
     device = _device(args.device)
-    _check_model_name(args.model)
+    for m in models:
+        _check_model_name(m)
     if args.recipe is not None:
         get_recipe(args.recipe)  # an unknown name raises with a did-you-mean before the data is loaded
     model_kwargs = _model_kwargs(args.model_arg)
     data = _load(args)
-    _probe_model(args.model, data, model_kwargs)
-    from condense.teachers import train_teacher
+    for m in models:
+        _probe_model(m, data, model_kwargs)
+    from condense.teachers import train_teacher, train_teachers
 
     t0 = time.perf_counter()
-    teacher = train_teacher(
-        data,
-        args.model,
-        args.epochs,
-        out,
-        recipe=args.recipe,
-        model_kwargs=model_kwargs or None,
-        seed=args.seed,
-        device=device,
-        quiet=args.quiet,
+    if several:
+        specs = [TeacherSpec(s.model, seed=s.seed, model_kwargs=model_kwargs) for s in specs]
+        vmap = {"auto": None, "on": True, "off": False}[args.vmap]
+        teachers = train_teachers(
+            data, specs, out, epochs=args.epochs, recipe=args.recipe, device=device, vmap=vmap, quiet=args.quiet
+        )
+    else:
+        teachers = [
+            train_teacher(
+                data,
+                models[0],
+                args.epochs,
+                out,
+                recipe=args.recipe,
+                model_kwargs=model_kwargs or None,
+                seed=args.seed,
+                device=device,
+                quiet=args.quiet,
+            )
+        ]
+    if not args.quiet:
+        for teacher in teachers:
+            print(
+                f"trained {teacher.model} teacher (seed {teacher.seed}) on {teacher.dataset} ({teacher.epochs} "
+                f"epochs, recipe {teacher.recipe_name or 'custom'}): test accuracy "
+                f"{100 * teacher.test_accuracy:.2f} % -> {teacher.path}"
+            )
+        print(f"{len(teachers)} teacher(s) in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def _teachers_import(args: argparse.Namespace) -> int:
+    out = _folder_arg("--out", args.out, "a teacher folder (DIR/teacher.safetensors + DIR/teacher.json)")
+    _teacher_out(out, args.force)
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.is_file():
+        raise DataNotFoundError(f"--checkpoint '{checkpoint}' is not a file (a .safetensors or torch.save file)")
+    device = _device(args.device)
+    _check_model_name(args.model)
+    model_kwargs = _model_kwargs(args.model_arg)
+    data = _load(args)
+    _probe_model(args.model, data, model_kwargs)
+    from condense.teachers import import_teacher
+
+    teacher = import_teacher(
+        checkpoint, args.model, data, out, model_kwargs=model_kwargs or None, key=args.key, device=device
     )
     if not args.quiet:
         print(
-            f"trained {teacher.model} teacher on {teacher.dataset} ({teacher.epochs} epochs, recipe "
-            f"{teacher.recipe_name or 'custom'}) in {time.perf_counter() - t0:.1f}s: test accuracy "
+            f"imported {checkpoint.name} as a {teacher.model} teacher on {teacher.dataset}: test accuracy "
             f"{100 * teacher.test_accuracy:.2f} % -> {out}"
         )
+    return 0
+
+
+def _teachers_show(args: argparse.Namespace) -> int:
+    from condense.teachers import load_teacher
+
+    t = load_teacher(args.path)
+    record = {
+        "path": str(t.path),
+        "model": t.model,
+        "model_kwargs": t.model_kwargs,
+        "input_shape": t.input_shape,
+        "dataset": t.dataset,
+        "fingerprint": t.fingerprint,
+        "num_classes": t.num_classes,
+        "classes": t.classes,
+        "preprocessing": t.preprocessing,
+        "recipe_name": t.recipe_name,
+        "recipe": t.recipe,
+        "epochs": t.epochs,
+        "seed": t.seed,
+        "test_accuracy": t.test_accuracy,
+        "train_seconds": t.train_seconds,
+        "has_batchnorm": t.has_batchnorm,
+        "sha256": t.sha256,
+        "written_by": {k: t.provenance.get(k) for k in ("condense", "torch", "created") if k in t.provenance},
+    }
+    if args.json:
+        print(json.dumps(record, allow_nan=False))
+        return 0
+    classes = ", ".join(t.classes[:10]) + (", ..." if t.num_classes > 10 else "")
+    kwargs = ", ".join(f"{k}={v!r}" for k, v in t.model_kwargs.items())
+    recipe = ", ".join(f"{k}={v}" for k, v in t.recipe.items())
+    lines = [
+        f"teacher      {t.path}",
+        f"architecture {t.model}({kwargs}) on {'x'.join(map(str, t.input_shape))}, BatchNorm: {t.has_batchnorm}",
+        f"dataset      {t.dataset} (fingerprint {t.fingerprint[:16]}), {t.num_classes} classes: {classes}",
+        f"recipe       {t.recipe_name or 'custom'}: {recipe}",
+        f"training     {t.epochs} epochs, seed {t.seed}, {t.train_seconds:.1f}s",
+        f"accuracy     {100 * t.test_accuracy:.2f} % top-1 on the test split (measured after the final epoch)",
+        f"sha256       {t.sha256} (teacher.safetensors)",
+        f"written by   condense {t.provenance.get('condense', '?')}, torch {t.provenance.get('torch', '?')}",
+    ]
+    print("\n".join(lines))
     return 0
 
 
@@ -621,7 +824,14 @@ def _overrides(args: argparse.Namespace, method: str) -> dict[str, Any]:
 
 
 def _distill(
-    args: argparse.Namespace, data, method: str, ipc: int, out_dir: Path | None, buffer: Path | None, device: str
+    args: argparse.Namespace,
+    data,
+    method: str,
+    ipc: int,
+    out_dir: Path | None,
+    buffer: Path | None,
+    device: str,
+    teachers: list[Path] | None = None,
 ):
     import torch
 
@@ -634,6 +844,7 @@ def _distill(
         eval_every=getattr(args, "eval_every", 0),
         quiet=args.quiet,
         buffer=buffer,
+        teacher=teachers or None,
         restart=getattr(args, "restart", False),
     )
     gen = torch.Generator().manual_seed(args.seed)
@@ -650,6 +861,12 @@ def cmd_distill(args: argparse.Namespace) -> int:
             f"method '{args.method}' matches expert trajectories: pass --buffer DIR (record one with "
             "'condense experts ...')"
         )
+    if getattr(method, "needs_teacher", False) and not args.teacher:
+        raise ConfigError(
+            f"method '{args.method}' starts from a trained teacher: pass --teacher DIR (train one with "
+            f"'condense teachers train --dataset {args.dataset} --model convnet_bn --out DIR')"
+        )
+    teachers = [_teacher_arg(t) for t in args.teacher or ()]
     tensors, sidecar = _artifact_paths(args.out, args.force)
     default_work = tensors.with_name(tensors.stem + "_work")
     work = _folder_arg("--work-dir", args.work_dir or default_work, "a folder for checkpoints and the log")
@@ -664,7 +881,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         method.resolve_config(args.preset, overrides)
     data = _load(args)
     t0 = time.perf_counter()
-    syn = _distill(args, data, args.method, args.ipc, work, buffer, device)
+    syn = _distill(args, data, args.method, args.ipc, work, buffer, device, teachers)
     _artifact_paths(str(tensors), args.force)  # another process may have written it meanwhile
     path = syn.save(tensors)
     print(
@@ -687,6 +904,56 @@ def cmd_eval(args: argparse.Namespace) -> int:
     row.setdefault("dataset", args.dataset)
     row.setdefault("ipc", syn.ipc)
     _print_result(args, row, _acc_lines(row, f"{syn.method} ipc {syn.ipc}"))
+    return 0
+
+
+def cmd_relabel(args: argparse.Namespace) -> int:
+    from condense.eval.protocol import get_protocol
+    from condense.labels import relabel
+    from condense.synthetic import SyntheticSet
+    from condense.teachers import load_teacher
+
+    device = _device(args.device)
+    tensors, sidecar = _artifact_paths(args.out, args.force)
+    syn = SyntheticSet.load(_artifact_arg(args.path))
+    data = _load(args)
+    syn.check_compatible(data)
+    paths = (
+        [_teacher_arg(t) for t in args.teacher]
+        if args.teacher
+        else [Path(r["path"]) for r in syn.meta.get("teachers") or [] if isinstance(r, dict) and r.get("path")]
+    )
+    if not paths:
+        raise ConfigError("the set records no teacher: pass --teacher DIR")
+    teachers = [load_teacher(p, map_location=device) for p in paths]
+    for t in teachers:
+        t.check_compatible(data)
+    proto = get_protocol("soft_label")
+    from condense.augment.views import ViewRecipe
+
+    recipe = ViewRecipe(scale=proto.scale, flip=proto.flip_for(data.name), mix=proto.mix, mix_alpha=proto.mix_alpha)
+    t0 = time.perf_counter()
+    syn.label_store = relabel(
+        syn.images,
+        [t.module for t in teachers],
+        epochs=args.epochs or proto.epochs,
+        batch_size=args.batch_size or proto.batch_for(syn.ipc, data.num_classes),
+        recipe=recipe,
+        seed=args.seed,
+        precision=args.precision,
+        topk=args.topk,
+        references=[t.reference() for t in teachers],
+        device=device,
+        quiet=args.quiet,
+    )
+    syn.meta["teachers"] = [t.reference() for t in teachers]
+    path = syn.save(tensors)
+    store = syn.label_store
+    print(
+        f"relabeled {len(syn)} images x {store.epochs} epochs with {len(teachers)} teacher(s) in "
+        f"{time.perf_counter() - t0:.1f}s: {store.label_bytes / 1e6:.2f} MB of labels "
+        f"({syn.images.numel() / 1e6:.2f} MB of uint8 pixels); saved {path}, {sidecar} and {path.stem}.labels/"
+    )
     return 0
 
 
@@ -788,6 +1055,7 @@ COMMANDS = {
     "experts": cmd_experts,
     "distill": cmd_distill,
     "teachers": cmd_teachers,
+    "relabel": cmd_relabel,
     "eval": cmd_eval,
     "baseline": cmd_baseline,
     "show": cmd_show,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEMO_BUFFERS", "DEMO_TEACHER", "demo_buffer", "run_demo"]
+__all__ = ["DEMO_BUFFERS", "DEMO_TEACHER", "demo_buffer", "demo_teacher", "run_demo"]
 
 _DIGITS_VANILLA: dict[str, Any] = {
     "kind": "vanilla",
@@ -55,6 +55,37 @@ def demo_buffer(method: str) -> dict[str, Any] | None:
     """The demo buffer settings of ``method`` (None when the method reads no buffer)."""
     spec = DEMO_BUFFERS.get(method)
     return None if spec is None else {**spec, "config": dict(spec["config"])}
+
+
+def demo_teacher(
+    data: Any, out: Path, *, seed: int = 0, device: str = "cpu", quiet: bool = True, say: Callable[[str], None]
+) -> Path:
+    """Train :data:`DEMO_TEACHER` on ``data`` into ``out/<dataset>_<model>_teacher`` (a teacher already there that
+    fits the data and was trained with the same settings is reused); returns its folder."""
+    from condense.teachers import JSON_FILE, load_teacher, train_teacher
+
+    spec = DEMO_TEACHER
+    folder = Path(out) / f"{data.name}_{spec['model']}_teacher"
+    if (folder / JSON_FILE).is_file():
+        t = load_teacher(folder)
+        t.check_compatible(data)
+        if (t.model, t.model_kwargs, t.epochs, t.seed) == (spec["model"], spec["model_kwargs"], spec["epochs"], seed):
+            say(f"[1/3] reusing the demo teacher {folder} ({100 * t.test_accuracy:.1f} % test)")
+            return folder
+    say(f"[1/3] training the demo teacher ({spec['model']}, {spec['epochs']} epochs) into {folder}")
+    t = train_teacher(
+        data,
+        spec["model"],
+        spec["epochs"],
+        folder,
+        recipe=spec["recipe"],
+        model_kwargs=spec["model_kwargs"],
+        seed=seed,
+        device=device,
+        quiet=quiet,
+    )
+    say(f"      teacher test accuracy {100 * t.test_accuracy:.1f} %")
+    return folder
 
 
 def run_demo(
@@ -121,6 +152,9 @@ def run_demo(
             device=device,
             quiet=quiet,
         )
+    teacher = None
+    if getattr(get_method(method), "needs_teacher", False):
+        teacher = demo_teacher(data, out, seed=seed, device=device, quiet=quiet, say=say)
     say(f"[2/3] distilling {data.name} with {method} at ipc {ipc}")
     run = RunContext(
         device=device,
@@ -128,6 +162,7 @@ def run_demo(
         checkpoint_every=0,  # demo runs take seconds to minutes: no checkpoints
         quiet=quiet,
         buffer=buffer,
+        teacher=teacher,
     )
     gen = torch.Generator().manual_seed(seed)
     syn = distill(method, data, ipc, overrides=overrides, generator=gen, run=run)
@@ -137,6 +172,8 @@ def run_demo(
     if protocol is not None:
         kw["protocol"] = protocol
     row = evaluate(syn, data, **kw)
+    if row.get("protocol") == "soft_label":  # the decoupled baseline: random real relabeled by the same teacher
+        kw = {**kw, "protocol": "soft_label", "teacher": teacher}
     base = random_real_baseline(data, ipc, **{**kw, "models": list(row["accuracy"])})  # the set's models
     first = next(iter(row["accuracy"]))
     return {

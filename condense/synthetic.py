@@ -41,7 +41,7 @@ from condense.io import (
     write_json_atomic,
 )
 
-__all__ = ["SyntheticSet", "FORMAT_VERSION", "sidecar_path"]
+__all__ = ["SyntheticSet", "FORMAT_VERSION", "label_store_path", "sidecar_path"]
 
 FORMAT = "condense.SyntheticSet"
 #: 2: the shared stamp (``format_version`` and top-level ``provenance``), as buffers and checkpoints.
@@ -67,6 +67,12 @@ _SIDECAR_FIELDS: dict[str, Any] = {
     "sha256": str,
 }
 _ZCA_KEYS = ("zca_mean", "zca_matrix", "zca_inverse")
+
+
+def label_store_path(path: str | Path) -> Path:
+    """The folder of an artifact's label store: ``<name>.labels`` beside ``<name>.safetensors``."""
+    t = _tensor_path(path)
+    return t.with_name(t.name.removesuffix(".safetensors") + ".labels")
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -103,6 +109,9 @@ class SyntheticSet:
         kind: "images" or "graph_summary".
         provenance: who wrote the file (condense/torch/python versions, time); filled on :meth:`load`, written anew
             by :meth:`save`.
+        label_store: soft labels per (image, epoch) view (:class:`condense.labels.LabelStore`, from ``condense
+            relabel``); saved beside the artifact as ``<name>.labels/``, verified on load, replayed by
+            :meth:`to_dataloader` and by the ``soft_label`` evaluation (no teacher needed then).
 
     Shape:
         images: (N, C, H, W), float32, normalized by preprocessing["mean"]/["std"], or ZCA-whitened [0, 1] pixels
@@ -123,6 +132,7 @@ class SyntheticSet:
     meta: dict[str, Any] = field(default_factory=dict)
     kind: str = "images"
     provenance: dict[str, Any] = field(default_factory=dict)
+    label_store: Any = None
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -215,6 +225,12 @@ class SyntheticSet:
             sidecar_path(tpath),
             hint="pass values of that type to SyntheticSet",
         )
+        if self.label_store is not None:  # the store first, so the sidecar never names a store that is not there
+            self.label_store.check_images(self.images)
+            ldir = label_store_path(tpath)
+            self.label_store.save(ldir)
+            manifest = read_json(ldir / "labels.json")
+            meta["meta"] = {**self.meta, "label_store": {"dir": ldir.name, "meta_sha256": manifest["meta_sha256"]}}
         meta["sha256"] = save_tensors(
             tpath, tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)}
         )
@@ -288,6 +304,20 @@ class SyntheticSet:
             kind=meta["kind"],
             provenance=dict(meta["provenance"]),
         )
+        ref = syn.meta.pop("label_store", None)
+        if ref is not None:
+            from condense.labels import load_label_store
+
+            ldir = tpath.parent / str(ref.get("dir")) if isinstance(ref, dict) else None
+            if ldir is None or ldir != label_store_path(tpath):
+                raise IntegrityError(f"'{spath}': field 'meta.label_store' is {str(ref)[:80]}; re-create the artifact")
+            store = load_label_store(ldir)
+            if read_json(ldir / "labels.json").get("meta_sha256") != ref.get("meta_sha256"):
+                raise IntegrityError(
+                    f"label store '{ldir}' is not the one '{spath}' was saved with (its manifest changed); relabel"
+                )
+            store.check_images(syn.images)
+            syn.label_store = store
         return syn
 
     @classmethod
@@ -364,8 +394,21 @@ class SyntheticSet:
             raise IntegrityError("a graph summary has no images; use condense.methods.mirage to train on it")
         return torch.utils.data.TensorDataset(self.images, self.labels)
 
-    def to_dataloader(self, batch_size: int = 256, shuffle: bool = True, **kwargs: Any) -> torch.utils.data.DataLoader:
-        """A DataLoader over :meth:`to_dataset`."""
+    def to_dataloader(
+        self, batch_size: int = 256, shuffle: bool = True, *, epoch: int | None = None, **kwargs: Any
+    ) -> torch.utils.data.DataLoader:
+        """A DataLoader over :meth:`to_dataset`; with ``epoch``, the label store's views of that epoch instead.
+
+        With a label store (``condense relabel``), ``to_dataloader(epoch=e)`` yields ``(views, teacher_logits)``
+        batches exactly as they were labeled (the store's batch size and order; ``batch_size`` and ``shuffle`` do not
+        apply): train a student for ``e`` in ``range(syn.label_store.epochs)`` on them with a KL loss.
+        """
+        if epoch is not None:
+            if self.label_store is None:
+                raise IntegrityError(
+                    "this set carries no label store; make one with 'condense relabel' (or leave epoch=None)"
+                )
+            return self.label_store.dataloader(self.images, epoch, **kwargs)
         return torch.utils.data.DataLoader(self.to_dataset(), batch_size=batch_size, shuffle=shuffle, **kwargs)
 
     def pixels(self) -> torch.Tensor:

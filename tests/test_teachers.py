@@ -1,4 +1,5 @@
-"""Teachers: training on digits, the sealed file pair, and the data contract (classes, preprocessing) on load."""
+"""Teachers: training on digits, the sealed file pair, the data contract (classes, preprocessing) on load, imported
+checkpoints, several teachers at once (looped and vmapped), and the teachers CLI (train, import, show)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,25 @@ import pytest
 import torch
 
 from condense.cli import main
-from condense.data import load_dataset
+from condense.data import ImageData, load_dataset
 from condense.errors import ConfigError, IntegrityError, MismatchError
+from condense.io import sha256_file
 from condense.teachers import (
+    IMPORTED,
     JSON_FILE,
     RECIPES,
     TENSOR_FILE,
     Teacher,
     TeacherRecipe,
+    TeacherSpec,
     augment_batch,
     black_pixel,
     get_recipe,
+    import_teacher,
     list_recipes,
     load_teacher,
     train_teacher,
+    train_teachers,
 )
 
 SMALL = {"width": 32}  # convnet_bn (depth 3, BatchNorm) at width 32: well under 1 s per digits epoch on one thread
@@ -255,3 +261,232 @@ def test_the_crop_pads_with_black_pixels_and_the_flip_mirrors(digits):
     flipped = augment_batch(ramp, TeacherRecipe(crop_padding=0, flip=True), fill, gen)
     mirrored = (flipped == ramp.flip(3)).all(dim=(1, 2, 3))
     assert bool((mirrored | (flipped == ramp).all(dim=(1, 2, 3))).all()) and 10 < int(mirrored.sum()) < 54
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Imported checkpoints
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _state(teacher: Teacher) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in teacher.module.state_dict().items()}
+
+
+@pytest.mark.parametrize("fmt", ["torch", "safetensors"])
+def test_an_imported_state_dict_gives_the_same_logits(trained, digits, tmp_path, fmt):
+    teacher = trained[0]
+    if fmt == "torch":
+        ckpt = tmp_path / "ckpt.pth"
+        torch.save(_state(teacher), ckpt)
+    else:
+        from safetensors.torch import save_file
+
+        ckpt = tmp_path / "ckpt.safetensors"
+        save_file(_state(teacher), str(ckpt))
+    out = tmp_path / "imported"
+    imported = import_teacher(ckpt, "convnet_bn", digits, out, model_kwargs=SMALL)
+    x = digits.x_test[:100]
+    torch.testing.assert_close(imported.logits(x), teacher.logits(x), rtol=0, atol=0)
+    assert imported.test_accuracy == teacher.test_accuracy  # measured again, on the same test split
+    loaded = load_teacher(out)
+    torch.testing.assert_close(loaded.logits(x), teacher.logits(x), rtol=0, atol=0)
+    assert (loaded.recipe_name, loaded.epochs, loaded.model_kwargs) == (IMPORTED, 0, SMALL)
+    assert loaded.recipe["source_file"] == ckpt.name and loaded.recipe["source_sha256"] == sha256_file(ckpt)
+    assert loaded.recipe["prefix_removed"] is None
+    loaded.check_compatible(digits)
+
+
+def test_a_nested_data_parallel_checkpoint_is_unwrapped(trained, digits, tmp_path):
+    teacher = trained[0]
+    ckpt = tmp_path / "ddp.pth"
+    wrapped = {f"module.{k}": v for k, v in _state(teacher).items()}
+    torch.save({"epoch": 3, "state_dict": wrapped, "best_acc": 0.9}, ckpt)
+    imported = import_teacher(ckpt, "convnet_bn", digits, None, model_kwargs=SMALL)
+    x = digits.x_test[:50]
+    torch.testing.assert_close(imported.logits(x), teacher.logits(x), rtol=0, atol=0)
+    assert imported.recipe["key"] == "state_dict" and imported.recipe["prefix_removed"] == "module."
+    torch.save({"weights": wrapped}, ckpt)  # an unusual key is found only when named
+    with pytest.raises(IntegrityError, match="not a state dict") as e:
+        import_teacher(ckpt, "convnet_bn", digits, None, model_kwargs=SMALL)
+    assert "'weights'" in _one_line(e)
+    assert import_teacher(ckpt, "convnet_bn", digits, None, model_kwargs=SMALL, key="weights").test_accuracy > 0.5
+    with pytest.raises(IntegrityError, match="has no entry 'model'"):
+        import_teacher(ckpt, "convnet_bn", digits, None, model_kwargs=SMALL, key="model")
+
+
+def test_a_checkpoint_of_another_architecture_is_refused(trained, digits, tmp_path):
+    ckpt = tmp_path / "ckpt.pth"
+    torch.save(_state(trained[0]), ckpt)
+    with pytest.raises(IntegrityError) as e:
+        import_teacher(ckpt, "resnet18_bn", digits, tmp_path / "t")
+    msg = _one_line(e)
+    assert "does not fit architecture 'resnet18_bn'" in msg and "missing keys (first 'conv1.weight')" in msg
+    assert "unexpected keys (first 'features.0.weight')" in msg
+    with pytest.raises(IntegrityError) as e:
+        import_teacher(ckpt, "convnet_bn", digits, tmp_path / "t", model_kwargs={"width": 64})
+    assert "tensor 'features.0.weight' has shape (32, 1, 3, 3), the architecture needs (64, 1, 3, 3)" in _one_line(e)
+    assert not (tmp_path / "t").exists()
+
+
+class _RunsCode:
+    """Unpickling this calls print: a pickle that runs code, which weights_only must refuse."""
+
+    def __reduce__(self):
+        return (print, ("unpickled code ran",))
+
+
+def test_a_pickle_with_code_is_refused(trained, digits, tmp_path, capsys):
+    ckpt = tmp_path / "evil.pth"
+    torch.save({"state_dict": _state(trained[0]), "payload": _RunsCode()}, ckpt)
+    with pytest.raises(IntegrityError, match=r"cannot be read as weights only \(torch.load\(weights_only=True\)") as e:
+        import_teacher(ckpt, "convnet_bn", digits, None, model_kwargs=SMALL)
+    _one_line(e)
+    assert "unpickled code ran" not in capsys.readouterr().out
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(IntegrityError, match="cannot be read as weights only"):
+        import_teacher(tmp_path / "junk.pth", "convnet_bn", digits, None, model_kwargs=SMALL)
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        import_teacher(tmp_path / "nope.pth", "convnet_bn", digits, None)
+
+
+def test_a_torchvision_resnet_imports_into_timm_at_224_px(tmp_path):
+    """timm models by name are teachers at ImageNet size, and a torchvision state dict loads into timm:resnet18."""
+    import torchvision
+
+    g = torch.Generator().manual_seed(0)
+    data = ImageData(
+        name="tiny224",
+        x_train=torch.randn(4, 3, 224, 224, generator=g),
+        y_train=torch.tensor([0, 1, 0, 1]),
+        x_test=torch.randn(2, 3, 224, 224, generator=g),
+        y_test=torch.tensor([0, 1]),
+        classes=["a", "b"],
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+    )
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet18(num_classes=2).eval()
+    ckpt = tmp_path / "tv.pth"
+    torch.save(tv.state_dict(), ckpt)
+    teacher = import_teacher(ckpt, "timm:resnet18", data, tmp_path / "t")
+    with torch.no_grad():
+        expected = tv(data.x_test)
+    torch.testing.assert_close(load_teacher(tmp_path / "t").logits(data.x_test), expected, rtol=1e-4, atol=1e-5)
+    assert teacher.has_batchnorm and teacher.recipe["prefix_added"] == "net."
+    recipe = TeacherRecipe(batch_train=4, crop_padding=28, train_epochs=1)  # one step of crop + flip at 224 px
+    trained = train_teacher(data, "timm:resnet18", 1, tmp_path / "trained", recipe=recipe, quiet=True)
+    loaded = load_teacher(tmp_path / "trained")
+    torch.testing.assert_close(loaded.logits(data.x_test), trained.logits(data.x_test), rtol=0, atol=0)
+    assert loaded.model == "timm:resnet18" and loaded.input_shape == [3, 224, 224] and loaded.has_batchnorm
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Several teachers
+# ----------------------------------------------------------------------------------------------------------------------
+
+TINY = {"width": 16}
+
+
+@pytest.fixture(scope="module")
+def small_digits(digits):
+    # 200 training images: 4 steps of 64 per epoch (the last one partial), so a few steps compare exactly
+    return dataclasses.replace(digits, x_train=digits.x_train[:200], y_train=digits.y_train[:200], fingerprint="")
+
+
+def test_several_teachers_equal_one_by_one_and_stacked_equals_looped(small_digits, tmp_path):
+    specs = [TeacherSpec("convnet_bn", seed=s, model_kwargs=TINY) for s in (0, 3)]
+    looped = train_teachers(small_digits, specs, tmp_path / "loop", epochs=2, quiet=True)  # CPU default: loop
+    stacked = train_teachers(small_digits, specs, None, epochs=2, vmap=True, quiet=True)
+    single = train_teacher(small_digits, "convnet_bn", 2, None, model_kwargs=TINY, seed=3, quiet=True)
+    x = small_digits.x_test[:64]
+    torch.testing.assert_close(looped[1].logits(x), single.logits(x), rtol=0, atol=0)  # the loop is train_teacher
+    assert not torch.allclose(looped[0].logits(x), looped[1].logits(x))  # seeds differ
+    for a, b in zip(looped, stacked):
+        sa, sb = a.module.state_dict(), b.module.state_dict()
+        assert set(sa) == set(sb)
+        for k in sa:  # parameters and the BatchNorm running statistics updated inside vmap
+            torch.testing.assert_close(sb[k], sa[k], rtol=0, atol=1e-5, msg=k)
+        assert int(sb["features.1.num_batches_tracked"]) == 8  # 2 epochs x 4 steps, each counted once
+        assert b.seed == a.seed and b.epochs == 2
+    for spec in specs:
+        loaded = load_teacher(tmp_path / "loop" / spec.name)
+        assert (loaded.model, loaded.seed, loaded.model_kwargs) == ("convnet_bn", spec.seed, TINY)
+    assert [s.name for s in specs] == ["convnet_bn-s0", "convnet_bn-s3"]
+
+
+def test_several_architectures_train_one_after_another(small_digits, tmp_path):
+    teachers = train_teachers(small_digits, ["lenet", "convnet_bn"], tmp_path, epochs=1, vmap=True, quiet=True)
+    assert [t.model for t in teachers] == ["lenet", "convnet_bn"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["convnet_bn-s0", "lenet-s0"]
+
+
+def test_several_teachers_refuse_bad_specs(small_digits):
+    with pytest.raises(ConfigError, match="share the folder name 'convnet_bn-s0'"):
+        train_teachers(small_digits, ["convnet_bn", TeacherSpec("convnet_bn", model_kwargs=TINY)], None, epochs=1)
+    with pytest.raises(ConfigError, match="at least one"):
+        train_teachers(small_digits, [], None, epochs=1)
+    with pytest.raises(TypeError, match="list of TeacherSpec"):
+        train_teachers(small_digits, "convnet_bn", None, epochs=1)
+    with pytest.raises(ConfigError, match="seed"):
+        train_teachers(small_digits, [TeacherSpec("convnet_bn", seed=-1)], None, epochs=1)
+
+
+def test_under_torchrun_each_rank_trains_its_share(small_digits, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    specs = [TeacherSpec("convnet_bn", seed=s, model_kwargs=TINY) for s in range(3)]
+    mine = train_teachers(small_digits, specs, None, epochs=1, quiet=True)
+    assert [t.seed for t in mine] == [1]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# CLI: several teachers, import, show
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_cli_trains_several_seeds_into_named_folders(tmp_path, capsys):
+    argv = ["teachers", "train", "--dataset", "digits", "--model", "convnet_bn", "--model-arg", "width=8"]
+    argv += ["--seeds", "0,2", "--epochs", "1", "--out", str(tmp_path)]
+    code, stdout, err = _run(capsys, *argv)
+    assert code == 0, err
+    for seed in (0, 2):
+        teacher = load_teacher(tmp_path / f"convnet_bn-s{seed}")
+        assert teacher.seed == seed and teacher.model_kwargs == {"width": 8}
+        assert f"(seed {seed})" in stdout and f"{100 * teacher.test_accuracy:.2f} %" in stdout
+    code, _, err = _run(capsys, *argv)
+    assert code == 2 and "pass --force" in err and "convnet_bn-s0" in err
+    code, _, err = _run(capsys, *argv, "--seed", "1")
+    assert code == 2 and "not both" in err
+    code, _, err = _run(capsys, *argv[:-2], "--seeds", "1,1", "--out", str(tmp_path))
+    assert code == 2 and "--seeds" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_imports_and_shows_a_teacher(trained, tmp_path, capsys):
+    teacher = trained[0]
+    ckpt = tmp_path / "mine.pt"
+    torch.save({"model": _state(teacher)}, ckpt)
+    out = tmp_path / "imp"
+    argv = ["teachers", "import", "--dataset", "digits", "--model", "convnet_bn", "--model-arg", "width=32"]
+    argv += ["--checkpoint", str(ckpt), "--out", str(out)]
+    code, stdout, err = _run(capsys, *argv)
+    assert code == 0, err
+    assert f"{100 * teacher.test_accuracy:.2f} %" in stdout and "mine.pt" in stdout
+    code, _, err = _run(capsys, *argv)
+    assert code == 2 and "pass --force" in err
+    bad = ["teachers", "import", "--dataset", "digits", "--model", "resnet18_bn", "--checkpoint", str(ckpt)]
+    code, _, err = _run(capsys, *bad, "--out", str(tmp_path / "bad"))
+    assert code == 2 and "missing keys" in err and len(err.strip().splitlines()) == 1, err
+
+    code, stdout, err = _run(capsys, "teachers", "show", str(out))
+    assert code == 0, err
+    loaded = load_teacher(out)
+    for needle in ("convnet_bn(width=32)", "digits", "10 classes", "imported", loaded.sha256, "1x8x8"):
+        assert needle in stdout, needle
+    assert f"{100 * teacher.test_accuracy:.2f} %" in stdout
+    code, stdout, err = _run(capsys, "teachers", "show", str(trained[1]), "--json")
+    assert code == 0, err
+    record = json.loads(stdout.strip().splitlines()[-1])
+    assert record["test_accuracy"] == teacher.test_accuracy and record["num_classes"] == 10
+    assert record["recipe_name"] == "digits" and record["sha256"] == teacher.sha256
+    code, _, err = _run(capsys, "teachers", "show", str(tmp_path / "none"))
+    assert code == 2 and "not found" in err

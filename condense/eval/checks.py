@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from condense.errors import ArgumentTypeError, ConfigError, MismatchError
-from condense.eval.protocol import EvalProtocol, GraphProtocol
+from condense.eval.protocol import EvalProtocol, GraphProtocol, SoftLabelProtocol
 from condense.models.gnn import GNNS
 from condense.models.registry import MODELS, TIMM_PREFIX
 
@@ -229,7 +229,7 @@ def check_options(
             check_count(name, value)
     check_number("lr", lr)
     check_number("temperature", temperature)
-    if protocol is not None and not isinstance(protocol, (str, EvalProtocol, GraphProtocol)):
+    if protocol is not None and not isinstance(protocol, (str, EvalProtocol, GraphProtocol, SoftLabelProtocol)):
         raise ArgumentTypeError(
             f"protocol must be a name (e.g. 'classic') or a protocol object, got {type(protocol).__name__}"
         )

@@ -35,7 +35,7 @@ from condense.eval.checks import (
 )
 from condense.eval.images import train_and_test
 from condense.eval.metrics import summarize
-from condense.eval.protocol import DEFAULT_PROTOCOLS, EvalProtocol, GraphProtocol, get_protocol
+from condense.eval.protocol import DEFAULT_PROTOCOLS, EvalProtocol, GraphProtocol, SoftLabelProtocol, get_protocol
 from condense.seeding import generator as seeded_generator
 from condense.synthetic import SyntheticSet
 
@@ -81,15 +81,118 @@ def _graph_options(data: Any, kw: dict[str, Any], vmap: bool | None) -> dict[str
 
 
 def _image_protocol(
-    protocol: str | EvalProtocol | GraphProtocol | None,
+    protocol: str | EvalProtocol | GraphProtocol | SoftLabelProtocol | None,
     epochs: int | None,
     batch_size: int | None,
     temperature: float | None,
-) -> EvalProtocol:
+) -> EvalProtocol | SoftLabelProtocol:
     proto = get_protocol(DEFAULT_PROTOCOLS["images"] if protocol is None else protocol)
-    if not isinstance(proto, EvalProtocol):
+    if not isinstance(proto, (EvalProtocol, SoftLabelProtocol)):
         raise ConfigError(f"protocol '{proto.name}' trains GNNs; image evaluation needs one such as 'classic'")
     return proto.replace(epochs=epochs, batch_size=batch_size, temperature=temperature)
+
+
+TeacherArg = Any  # a teacher folder (str | Path), a condense.teachers.Teacher, or a list of them
+
+
+def _load_teachers(teacher: TeacherArg, data: ImageData, recorded: Any = None) -> list[Any]:
+    """Teachers from ``teacher`` (folders or Teacher objects), else from a set's ``meta["teachers"]`` references;
+    each must fit ``data`` (class order, preprocessing), and a recorded teacher must still be the same file."""
+    from pathlib import Path
+
+    from condense.teachers import Teacher, load_teacher
+
+    items = teacher if isinstance(teacher, (list, tuple)) else ([] if teacher is None else [teacher])
+    out = []
+    if items:
+        for t in items:
+            if isinstance(t, (str, Path)):
+                t = load_teacher(t)
+            if not isinstance(t, Teacher):
+                raise ArgumentTypeError(f"teacher must be a teacher folder or a Teacher, got {type(t).__name__}")
+            out.append(t)
+    else:
+        for ref in recorded or []:
+            path = ref.get("path") if isinstance(ref, dict) else None
+            if not path:
+                raise ConfigError("the set records a teacher without a folder; pass teacher=DIR to evaluate it")
+            t = load_teacher(path)
+            if ref.get("sha256") and t.sha256 != ref["sha256"]:
+                raise MismatchError(
+                    f"teacher '{path}' is not the one the set was made with (its sha256 changed); pass teacher=DIR"
+                )
+            out.append(t)
+    if not out:
+        raise ConfigError(
+            "the soft_label protocol needs a teacher: pass teacher=DIR (condense teachers train ... --out DIR) or "
+            "score a set that records one"
+        )
+    for t in out:
+        t.check_compatible(data)
+    return out
+
+
+def _soft_row(
+    images: torch.Tensor,
+    data: ImageData,
+    proto: SoftLabelProtocol,
+    models: Sequence[str],
+    seed_list: list[int],
+    teachers: list[Any],
+    store: Any,
+    ipc: int | None,
+    device: torch.device | str,
+    quiet: bool,
+    desc: str,
+) -> dict[str, Any]:
+    """One soft-label evaluation row: students trained on ``images`` with stored or online teacher labels."""
+    from condense.eval.soft import train_soft
+    from condense.labels import ensemble_logits
+
+    use_store = store is not None and proto.labels in ("auto", "stored")
+    if proto.labels == "stored" and store is None:
+        raise ConfigError("protocol labels='stored' but the set carries no label store; relabel it or use 'online'")
+    dev = torch.device(device)
+    modules = [t.module.to(dev).eval() for t in teachers]
+    labeler = None if use_store else (lambda x: ensemble_logits(modules, None, x))
+    batch = store.batch_size if use_store else proto.batch_for(ipc, data.num_classes)
+    flip = proto.flip_for(data.name)
+    t0 = time.perf_counter()
+    acc: dict[str, Any] = {}
+    for m in models:
+        runs = train_soft(
+            images,
+            data.x_test,
+            data.y_test,
+            m,
+            num_classes=data.num_classes,
+            seeds=seed_list,
+            protocol=proto,
+            batch_size=batch,
+            flip=flip,
+            labeler=labeler,
+            store=store if use_store else None,
+            device=dev,
+            quiet=quiet,
+            desc=desc,
+        )
+        acc[m] = summarize(runs)
+    return {
+        "protocol": proto.name,
+        "protocol_version": proto.version,
+        "epochs": proto.epochs,
+        "lr": proto.lr,
+        "batch_size": batch,
+        "temperature": proto.temperature,
+        "label_source": "stored" if use_store else "online",
+        "teacher_at_train_time": not use_store,
+        "teachers": store.manifest["teachers"] if use_store else [t.reference() for t in teachers],
+        "image_bytes": int(images.numel()),  # as uint8 pixels, how the papers count storage
+        "label_bytes": int(store.label_bytes) if use_store else 0,
+        "seeds": seed_list,
+        "accuracy": acc,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -112,6 +215,7 @@ def evaluate_tensors(
     vmap: bool | None = None,
     quiet: bool = True,
     desc: str = "eval",
+    teacher: TeacherArg = None,
 ) -> dict[str, Any]:
     """Train fresh image models on ``(images, labels)`` and score them on ``data``'s test split.
 
@@ -123,6 +227,8 @@ def evaluate_tensors(
         protocol: the recipe (default ``"classic"``). epochs, batch_size, temperature: overrides of the protocol's.
         lr: the learning rate (default: the protocol's). device: where to train. vmap: see
             :func:`~condense.eval.images.train_and_test`. quiet: hide progress bars. desc: progress-bar label.
+        teacher: with the ``soft_label`` protocol, the teacher folder(s) or Teacher(s) that label the views online
+            (``labels`` are then only checked); the row adds the label source, teachers and bytes.
 
     Returns:
         ``{"protocol", "protocol_version", "epochs", "lr", "augment", "seeds", "accuracy": {model: {"mean",
@@ -140,6 +246,16 @@ def evaluate_tensors(
     check_images(images, labels, data)
     proto = _image_protocol(protocol, epochs, batch_size, temperature)
     seed_list = list(range(seed, seed + seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if isinstance(proto, SoftLabelProtocol):
+        if lr is not None:
+            proto = proto.replace(lr=float(lr))
+        teachers = _load_teachers(teacher, data)
+        ipc = max(1, round(images.shape[0] / data.num_classes))
+        return _soft_row(
+            images, data, proto, kw["models"] or [proto.model], seed_list, teachers, None, ipc, device, quiet, desc
+        )
+    if teacher is not None:
+        raise ConfigError(f"teacher= is read by the soft_label protocol only, not by '{proto.name}'")
     use_lr = float(lr) if lr is not None else proto.lr
     check_range("lr", use_lr, 0.0, lo_open=True)
     augment = proto.augment_for(data.name)
@@ -193,6 +309,7 @@ def evaluate(
     seed: int = 0,
     vmap: bool | None = None,
     quiet: bool = True,
+    teacher: TeacherArg = None,
 ) -> dict[str, Any]:
     """Score a :class:`~condense.synthetic.SyntheticSet` with the shared protocol of its kind; returns one row.
 
@@ -214,6 +331,10 @@ def evaluate(
             ``graph`` for graphs).
         epochs, lr, batch_size, temperature: overrides of the protocol's values.
         device: where to train. seed: first seed. vmap: images only. quiet: hide progress bars.
+        teacher: ``soft_label`` protocol (the decoupled methods' default, recorded by SRe2L/RDED sets): the teacher
+            folder(s) or Teacher(s) whose logits train the student; default the teachers the set records (reloaded
+            and checked against their recorded sha256). A set that carries a label store replays it instead (no
+            teacher at training time) unless the protocol says ``labels="online"``.
 
     Raises:
         MismatchError: ``syn`` and ``data`` are of different kinds, classes or preprocessing.
@@ -241,6 +362,31 @@ def evaluate(
     if protocol is None:  # the protocol the set's preset was published with (DATM: "datm", batch 128), else classic
         protocol = (syn.meta.get("eval") or {}).get("protocol") if isinstance(syn.meta, dict) else None
     proto = _image_protocol(protocol, epochs, batch_size, temperature)
+    if isinstance(proto, SoftLabelProtocol):
+        if lr is not None:
+            proto = proto.replace(lr=float(lr))
+        evaluation = syn.meta.get("eval") if isinstance(syn.meta.get("eval"), dict) else {}
+        store = getattr(syn, "label_store", None)
+        if store is not None and proto.labels != "online":
+            teachers = []  # stored labels need no teacher; the row reports the store's teachers
+        else:
+            teachers = _load_teachers(teacher, data, syn.meta.get("teachers"))
+        row = _soft_row(
+            syn.images,
+            data,
+            proto,
+            kw["models"] or [evaluation.get("model") or proto.model],
+            list(range(seed, seed + seeds)) if isinstance(seeds, int) else [int(s) for s in seeds],
+            teachers,
+            store,
+            syn.ipc,
+            device,
+            quiet,
+            syn.method,
+        )
+        return {"method": syn.method, "dataset": data.name, "ipc": syn.ipc, "label_kind": "soft", **row}
+    if teacher is not None:
+        raise ConfigError(f"teacher= is read by the soft_label protocol only, not by '{proto.name}'")
     if lr is None and proto.use_learned_lr and syn.lr is not None:
         lr = syn.lr
     if temperature is None and "temperature" in syn.meta:
@@ -284,11 +430,14 @@ def random_real_baseline(
     seed: int = 0,
     vmap: bool | None = None,
     quiet: bool = True,
+    teacher: TeacherArg = None,
 ) -> dict[str, Any]:
     """Random real subsets at ``ipc`` per class under the shared protocol: seed ``s`` draws its own subset and model.
 
     The subset of seed ``s`` is ``data.sample_per_class(ipc, seeding.generator("condense-random-real", s))`` for
     both kinds; each run uses a different draw, so the std covers both subset choice and model initialization.
+    Under the ``soft_label`` protocol the subset is relabeled online by ``teacher`` (the same teacher and recipe as
+    the distilled set: the decoupled methods' baseline, DD-Ranking's point).
 
     Returns:
         The row of :func:`evaluate` with ``method="random_real"`` (images) or ``"random_graphs"`` (graphs).
@@ -305,7 +454,9 @@ def random_real_baseline(
     for s in range(seed, seed + seeds):
         idx = data.sample_per_class(ipc, seeded_generator("condense-random-real", s))
         x, y = data.x_train[idx].clone(), data.y_train[idx].clone()
-        row = evaluate_tensors(x, y, data, **{**kw, "seeds": [s]}, vmap=vmap, quiet=quiet, desc="random")
+        row = evaluate_tensors(
+            x, y, data, **{**kw, "seeds": [s]}, vmap=vmap, quiet=quiet, desc="random", teacher=teacher
+        )
         for m, r in row["accuracy"].items():
             acc.setdefault(m, []).extend(r["runs"])
     row.update(
@@ -315,7 +466,8 @@ def random_real_baseline(
             "seconds": round(time.perf_counter() - t0, 3),
         }
     )
-    return {"method": "random_real", "dataset": data.name, "ipc": ipc, "label_kind": "hard", **row}
+    soft = row.get("protocol") == "soft_label"
+    return {"method": "random_real", "dataset": data.name, "ipc": ipc, "label_kind": "soft" if soft else "hard", **row}
 
 
 def full_data_baseline(

@@ -29,7 +29,7 @@ from condense.eval.protocol import EvalProtocol
 from condense.optim import sgd_tree
 from condense.seeding import generator
 
-__all__ = ["train_and_test", "soft_target_loss"]
+__all__ = ["train_and_test", "soft_target_loss", "predict"]
 
 logger = logging.getLogger("condense")
 
@@ -57,7 +57,8 @@ def _batches(n: int, gen: torch.Generator, batch_size: int) -> list[torch.Tensor
 
 
 @torch.no_grad()
-def _test_loop(model: nn.Module, x: torch.Tensor, batch: int) -> torch.Tensor:
+def predict(model: nn.Module, x: torch.Tensor, batch: int) -> torch.Tensor:
+    """``model``'s logits on ``x`` in eval mode, ``batch`` images at a time."""
     model.eval()
     return torch.cat([model(x[i : i + batch]) for i in range(0, x.shape[0], batch)])
 
@@ -174,7 +175,7 @@ def _train_one(
         if not math.isfinite(float(loss.detach())):
             logger.warning("evaluation training diverged (loss %s); accuracy will be chance level", float(loss))
             break
-    return _test_loop(net, x_test, proto.test_batch_size)
+    return predict(net, x_test, proto.test_batch_size)
 
 
 def _train_vmap(

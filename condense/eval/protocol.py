@@ -8,6 +8,13 @@ and the **final-epoch** test accuracy (never best-on-test) averaged over seeds.
 The ``datm`` protocol is ``classic`` with batch 128, the batch of DATM's evaluation (every DATM config sets
 ``batch_train: 128``); use it to compare with DATM's tables. ``classic_noaug`` is ``classic`` without augmentation.
 
+The ``soft_label`` protocol is the post-training of the decoupled methods (SRe2L, RDED and their successors; see
+``shared/reference/decoupled.md`` §1 and §5.1): a fresh student (ResNet-18 by default) trained with AdamW on
+RandomResizedCrop + flip views mixed with CutMix, against a teacher's logits on the same views (KL at temperature
+20), cosine schedule, 300 epochs, final-epoch accuracy. The labels come from a stored label store when the set
+carries one (FKD, :mod:`condense.labels`) or from the teacher online (RDED); the random-real baseline is relabeled
+by the same teacher under the same protocol.
+
 The ``graph`` protocol trains a fresh GNN with Adam on a graph summary, a graph subset or the full training split
 and scores the checkpoint with the best **validation** score on the test split (Mirage, DosCond and KiDD code; see
 :mod:`condense.eval.graphs`).
@@ -26,7 +33,15 @@ from condense.config import check_choice, check_range
 from condense.errors import ConfigError
 from condense.registry import Registry
 
-__all__ = ["EvalProtocol", "GraphProtocol", "GRAPH_PROTOCOL", "PROTOCOLS", "get_protocol", "list_protocols"]
+__all__ = [
+    "EvalProtocol",
+    "GraphProtocol",
+    "SoftLabelProtocol",
+    "GRAPH_PROTOCOL",
+    "PROTOCOLS",
+    "get_protocol",
+    "list_protocols",
+]
 
 
 class _Replaceable:
@@ -100,6 +115,89 @@ class EvalProtocol(_Replaceable):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SoftLabelProtocol(_Replaceable):
+    """How a student is trained on a set with a teacher's soft labels (the decoupled methods' evaluation).
+
+    Args:
+        name, version: written into every row; the version is bumped when a change could move a number.
+        model: the default student (SRe2L/RDED: ResNet-18 with the CIFAR stem at 32 px; ``resnet18_bn`` here).
+        epochs: passes over the set (SRe2L ``train_FKD.sh`` / RDED: 300).
+        lr, weight_decay: AdamW (SRe2L/RDED: 1e-3, 0.01; betas the PyTorch defaults).
+        lr_floor: the cosine schedule's floor as a fraction of ``lr`` (SRe2L: 0, cosine to 0; RDED divides its
+            cosine by 2, i.e. 0.5). Stepped per epoch, as both references do.
+        batch_size: views per step; None: RDED's rule (``argument.py``: 10 at IPC 1, 50 up to IPC 10, 100 above,
+            doubled from 100 classes, at most the set's size).
+        temperature: KD temperature (SRe2L/RDED with CutMix: 20).
+        t_squared: multiply the KL by T^2 (Hinton's scaling); off, as in SRe2L's ``train_FKD.py`` (commented out).
+        scale: RandomResizedCrop area range (SRe2L: (0.08, 1)). flip: random flip ("auto": off on digit datasets).
+        mix, mix_alpha: ``"cutmix"`` with Beta(1, 1) (SRe2L, RDED), ``"mixup"`` (0.8 in SRe2L's CIFAR script, INFER)
+            or ``"none"``.
+        labels: ``"auto"`` (the set's label store when it carries one, else the teacher online), ``"online"`` or
+            ``"stored"``.
+        test_batch_size: test-set batch size (memory only).
+        source: where the recipe comes from (documentation only).
+    """
+
+    kind: ClassVar[str] = "images"
+
+    name: str = "soft_label"
+    version: int = 1
+    model: str = "resnet18_bn"
+    epochs: int = 300
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    lr_floor: float = 0.0
+    batch_size: int | None = None
+    temperature: float = 20.0
+    t_squared: bool = False
+    scale: tuple[float, float] = (0.08, 1.0)
+    flip: str = "auto"
+    mix: str = "cutmix"
+    mix_alpha: float = 1.0
+    labels: str = "auto"
+    test_batch_size: int = 1024
+    source: str = (
+        "SRe2L validate/train_FKD.py + train_FKD.sh (AdamW 1e-3 wd 0.01, cosine, KL T 20 without T^2, CutMix, "
+        "RandomResizedCrop(0.08-1) + flip, 300 epochs); batch by RDED's argument.py rule; final epoch "
+        "(shared/reference/decoupled.md 1.1, 1.2, 5.1)"
+    )
+
+    def __post_init__(self) -> None:
+        check_range("epochs", self.epochs, 1)
+        check_range("lr", self.lr, 0.0, lo_open=True)
+        check_range("weight_decay", self.weight_decay, 0.0)
+        check_range("lr_floor", self.lr_floor, 0.0, 1.0)
+        if self.batch_size is not None:
+            check_range("batch_size", self.batch_size, 1)
+        check_range("temperature", self.temperature, 0.0, lo_open=True)
+        check_choice("flip", self.flip, ("auto", "on", "off"))
+        check_choice("mix", self.mix, ("cutmix", "mixup", "none"))
+        check_range("mix_alpha", self.mix_alpha, 0.0, lo_open=True)
+        check_choice("labels", self.labels, ("auto", "online", "stored"))
+
+    def batch_for(self, ipc: int, num_classes: int) -> int:
+        """The batch size: ``batch_size``, else RDED's rule (``argument.py``: 10 at IPC 1, 50 up to IPC 10, else
+        100; x2 from 100 classes; at most ``ipc * num_classes``)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        base = 10 if ipc <= 1 else 50 if ipc <= 10 else 100
+        return min(base * (2 if num_classes >= 100 else 1), ipc * num_classes)
+
+    def flip_for(self, dataset: str) -> bool:
+        """Resolve ``flip="auto"``: no flip on digit datasets (mirrored digits are other glyphs)."""
+        from condense.augment import NO_FLIP_DATASETS
+
+        return self.flip == "on" or (self.flip == "auto" and dataset not in NO_FLIP_DATASETS)
+
+    def lr_at(self, epoch: int) -> float:
+        """The cosine schedule at ``epoch`` (0-based), from ``lr`` down to ``lr * lr_floor``."""
+        import math
+
+        cos = 0.5 * (1.0 + math.cos(math.pi * epoch / self.epochs))
+        return self.lr * (self.lr_floor + (1.0 - self.lr_floor) * cos)
+
+
+@dataclass(frozen=True, kw_only=True)
 class GraphProtocol(_Replaceable):
     """How a GNN is trained and scored on a graph source.
 
@@ -148,7 +246,7 @@ class GraphProtocol(_Replaceable):
 
 GRAPH_PROTOCOL = GraphProtocol()
 
-PROTOCOLS: Registry[EvalProtocol | GraphProtocol] = Registry("protocol")
+PROTOCOLS: Registry[EvalProtocol | GraphProtocol | SoftLabelProtocol] = Registry("protocol")
 PROTOCOLS.register("classic")(EvalProtocol())
 # The same recipe without augmentation (DD-Ranking's augmentation-robust score needs both).
 PROTOCOLS.register("classic_noaug")(EvalProtocol(name="classic_noaug", augment="none"))
@@ -164,19 +262,22 @@ PROTOCOLS.register("datm")(
     )
 )
 PROTOCOLS.register("graph")(GRAPH_PROTOCOL)
+PROTOCOLS.register("soft_label")(SoftLabelProtocol())
 
 #: The protocol ``evaluate`` uses when none is given, by ``data.kind``.
 DEFAULT_PROTOCOLS = {"images": "classic", "graphs": "graph"}
 
 
-def get_protocol(name: str | EvalProtocol | GraphProtocol) -> EvalProtocol | GraphProtocol:
+def get_protocol(
+    name: str | EvalProtocol | GraphProtocol | SoftLabelProtocol,
+) -> EvalProtocol | GraphProtocol | SoftLabelProtocol:
     """Look up a named protocol (or pass a protocol object through).
 
     Example:
         >>> get_protocol("graph").kind
         'graphs'
     """
-    if isinstance(name, (EvalProtocol, GraphProtocol)):
+    if isinstance(name, (EvalProtocol, GraphProtocol, SoftLabelProtocol)):
         return name
     return PROTOCOLS.get(name)
 

@@ -30,6 +30,8 @@ from condense.methods import (  # noqa: F401  (registers every built-in method)
     mtt,
     random_graphs,
     random_real,
+    rded,
+    sre2l,
 )
 from condense.methods._gate import check_plausible
 from condense.methods._runner import run_matcher
@@ -172,6 +174,8 @@ def distill(
         evaluation = method.presets[preset].get("eval")
         if evaluation:  # how the preset's paper scores its sets (DATM: batch 128); evaluate() defaults to it
             syn.meta.setdefault("eval", dict(evaluation))
+    if getattr(method, "needs_teacher", False):  # decoupled sets are scored with their teacher's soft labels
+        syn.meta.setdefault("eval", {"protocol": "soft_label"})
     return syn
 
 

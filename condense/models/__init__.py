@@ -1,4 +1,4 @@
-"""Models: the ConvNet family, small nets, ResNets and GNNs, built by name through one registry.
+"""Models: ConvNets, small nets, ResNets, CIFAR-style teacher nets and GNNs, built by name through one registry.
 
 ``create_model(name, in_channels=, num_classes=, image_size=, seed=)`` is the one entry point (see
 :mod:`condense.models.registry`); importing this package registers every built-in model.
@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from condense.models import convnet, resnet, small  # noqa: F401  (the model files register themselves)
+from condense.models import convnet, resnet, small, teacher_nets  # noqa: F401  (the model files register themselves)
 from condense.models.layers import has_running_stats
 from condense.models.params import ParamLayout
 from condense.models.registry import (

@@ -11,7 +11,8 @@ for images, the embedded ``synthetic_graphs`` for graphs):
 - a method given the other kind of data raises the one-line :class:`MismatchError` of ``distill()``.
 
 Per-method files add only what is specific (DATM's window growth, FTD's EMA, Mirage's mining vs brute force).
-Methods that read an expert buffer get the session fixture of ``conftest.py`` for their ``expert_kind``.
+Methods that read an expert buffer get the session fixture of ``conftest.py`` for their ``expert_kind``; methods
+that read a teacher (``needs_teacher``) get the session fixture ``digits_teacher``.
 """
 
 from __future__ import annotations
@@ -77,13 +78,16 @@ def _overrides(name: str) -> dict:
 
 
 def _run(name: str, request: pytest.FixtureRequest, **kwargs) -> RunContext:
-    """A quiet RunContext, with the digits expert buffer of the right kind for methods that need one."""
+    """A quiet RunContext, with the digits expert buffer of the right kind for methods that need one and the digits
+    teacher (``conftest.py``'s ``digits_teacher``) for methods that need a teacher."""
     method = get_method(name)
-    buffer = None
+    buffer = teacher = None
     if method.needs_buffer:
         kind = getattr(method.resolve_config(_preset(name)), "expert_kind", "any")
         buffer = request.getfixturevalue(BUFFER_FIXTURES[kind])  # a missing fixture is an error, never a skip
-    return RunContext(quiet=True, buffer=buffer, **kwargs)
+    if method.needs_teacher:
+        teacher = request.getfixturevalue("digits_teacher")
+    return RunContext(quiet=True, buffer=buffer, teacher=teacher, **kwargs)
 
 
 def _distill(name: str, request: pytest.FixtureRequest, seed: int = 0, **run_kwargs) -> SyntheticSet:

@@ -51,6 +51,11 @@ def test_registry_lists_the_contract_names() -> None:
         "resnet18_bn",
         "resnet18_ap",
         "resnet18_bn_ap",
+        "resnet50_bn",
+        "mobilenetv2",
+        "shufflenetv2",
+        "shufflenetv2_x0_5",
+        "densenet121",
     }
     assert expected <= set(ALL_MODELS)
     assert list_models("convnetd*") == ["convnetd1", "convnetd2", "convnetd3", "convnetd4", "convnetd5"]
@@ -131,6 +136,47 @@ def test_convnet_matches_reference_layout() -> None:
     mnist = create_model("convnet", in_channels=1, num_classes=10, image_size=(28, 28))
     assert mnist.features[0].padding == (3, 3) and mnist.num_features == 2048
     assert create_model("resnet18_ap", in_channels=3, num_classes=10, image_size=(32, 32)).num_features == 8192
+
+
+# the CIFAR-style teacher nets: parameter counts of the common CIFAR ports (10 classes, 3x32x32), final map sizes
+TEACHER_NETS = {
+    "resnet50_bn": (23_520_842, 2048),
+    "mobilenetv2": (2_236_682, 1280),
+    "shufflenetv2": (1_263_854, 1024),
+    "shufflenetv2_x0_5": (352_042, 1024),
+    "densenet121": (6_956_298, 1024),
+}
+
+
+def _final_map(model: torch.nn.Module, x: torch.Tensor) -> tuple[int, ...]:
+    body = model.layers if hasattr(model, "layers") else model.features
+    out = body(model.bn1(model.conv1(x)) if hasattr(model, "layers") else x)
+    return tuple(out.shape[-2:])
+
+
+@pytest.mark.parametrize("name", sorted(TEACHER_NETS))
+def test_teacher_nets_have_the_cifar_layout(name: str) -> None:
+    params, features = TEACHER_NETS[name]
+    model = create_model(name, in_channels=3, num_classes=10, image_size=(32, 32), seed=0)
+    assert sum(p.numel() for p in model.parameters()) == params
+    assert model.num_features == features and has_running_stats(model)
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.kernel_size == (3, 3) and first.stride == (1, 1)  # the small-image stem
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
+    with torch.no_grad():
+        model.eval()
+        assert _final_map(model, torch.zeros(1, 3, 32, 32)) == (4, 4)  # 32x downsampling would leave 1x1
+        assert _final_map(model, torch.zeros(1, 3, 64, 64)) == (8, 8)
+        digits = create_model(name, in_channels=1, num_classes=10, image_size=(8, 8), seed=0).eval()
+        assert _final_map(digits, torch.zeros(1, 1, 8, 8)) == (2, 2)  # strides skipped below 2x2
+        assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 10)
+
+
+def test_channel_shuffle_interleaves_the_halves() -> None:
+    from condense.models.teacher_nets import channel_shuffle
+
+    x = torch.arange(6.0).reshape(1, 6, 1, 1)
+    assert channel_shuffle(x, 2).flatten().tolist() == [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]
 
 
 def test_none_kwargs_are_dropped_and_overrides_apply() -> None:

@@ -1,0 +1,50 @@
+"""What the decoupled methods (SRe2L, RDED) share: loading and checking the teachers a run names.
+
+A decoupled method reads one or several trained teachers (``RunContext.teacher``, ``--teacher DIR``), each refused
+before any work when its data contract differs from the data (:meth:`condense.teachers.Teacher.check_compatible`:
+dataset, fingerprint, class order, preprocessing), when the data is ZCA-whitened (the references normalize with
+mean/std), or, for methods that match BatchNorm statistics, when it has none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from condense.errors import ConfigError, MismatchError
+from condense.teachers import Teacher, load_teacher
+
+__all__ = ["missing_teacher", "run_teachers"]
+
+
+def missing_teacher(method: str) -> ConfigError:
+    """The one-line error of a decoupled method run without a teacher (says how to make one)."""
+    return ConfigError(
+        f"method '{method}' needs a trained teacher and none was given; make one with "
+        "'condense teachers train --dataset D --model convnet_bn --out DIR', then pass '--teacher DIR' "
+        "(RunContext(teacher=DIR))"
+    )
+
+
+def run_teachers(method: str, run: Any, data: Any, *, need_batchnorm: bool) -> list[Teacher]:
+    """Load every teacher of ``run`` onto ``run.device`` and check it against ``data``.
+
+    Raises:
+        ConfigError: no teacher, or ZCA-whitened data.
+        MismatchError: a teacher trained on other data (class order, preprocessing, ...), or without BatchNorm when
+            ``need_batchnorm``.
+    """
+    if not run.teachers:
+        raise missing_teacher(method)
+    if getattr(data, "zca", None) is not None:
+        raise ConfigError(
+            f"method '{method}' works on mean/std-normalized images as its references do; load the data without zca"
+        )
+    teachers = [load_teacher(p, map_location=run.device) for p in run.teachers]
+    for t in teachers:
+        t.check_compatible(data)
+        if need_batchnorm and not t.has_batchnorm:
+            raise MismatchError(
+                f"method '{method}' matches BatchNorm statistics, but teacher '{t.path}' ({t.model}) has no "
+                "BatchNorm layer; train a BatchNorm teacher (e.g. --model convnet_bn or resnet18_bn)"
+            )
+    return teachers
