@@ -320,7 +320,9 @@ def test_every_digits_preset_of_every_image_method_passes_the_gate(name, preset,
     buffer = None
     if method.needs_buffer:
         buffer = request.getfixturevalue(_BUFFERS[getattr(method.resolve_config(preset), "expert_kind", "any")])
-    syn = distill(name, digits, ipc=ipc, preset=preset, overrides=over, run=RunContext(quiet=True, buffer=buffer))
+    teacher = request.getfixturevalue("digits_teacher") if method.needs_teacher else None
+    run = RunContext(quiet=True, buffer=buffer, teacher=teacher)
+    syn = distill(name, digits, ipc=ipc, preset=preset, overrides=over, run=run)
     check_plausible(syn, digits)  # distill() already ran it; the set it returned passes
     peak = float(syn.images.abs().amax()) / float(digits.x_train.abs().amax())
     assert peak < IMAGE_RANGE_FACTOR / 10, f"{name} {preset}: {peak:.3g}x the real range, within 10x of the bound"
