@@ -36,6 +36,19 @@ Usage:
     python benchmarks/decoupled.py --config cpu --data-root ../shared/data --out decoupled_cpu.json
     python benchmarks/decoupled.py --config gpu --device cuda --data-root .gpu_data --out $OUT/decoupled.json
 
+The GPU run (a session whose task has a device) uses the two CIFAR-10 shards that ``benchmarks/gpu_check.py``'s
+docstring copies into the ignored ``.gpu_data/cifar10/`` (10,000 training images, the full test set); kornia is not
+needed. One ``run`` call (tool arguments), after ``gpu_check.py``, then ``give_back``::
+
+    carry: [".gpu_data"]    timeout_s: 590
+    command: set -o pipefail; export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD;
+      python3 benchmarks/decoupled.py --config gpu --device cuda --data-root .gpu_data
+      --out $OUT/decoupled.json 2>&1 | tee $OUT/decoupled.log
+
+The JSON is rewritten after every stage (``"status": "running"`` until the end), so a run stopped at its limit still
+returns the teacher, the baselines and the sets it finished. Not measured yet (no device was lent to the sessions
+that wrote it); the time estimate (teacher about 2 minutes, each IPC a few minutes) is arithmetic, not a measurement.
+
 The last stdout line is one JSON object: ``{"benchmark": "decoupled", "metadata", "config", "results": [...],
 "summary": {method: {ipc: {"accuracy", "random_real", "paper"}}}}``.
 """
@@ -244,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                 results,
                 f"{method}_eval",
                 device,
-                partial(evaluate, syn, data, **ev),
+                partial(evaluate, syn, data, baseline=False, **ev),
                 method=method,
                 ipc=ipc,
             )

@@ -35,6 +35,9 @@ EPILOG = """examples:
   condense show c10_mtt.safetensors --out grid.png
   condense teachers train --dataset digits --model convnet_bn --epochs 10 --out teachers/digits_bn
   condense teachers show teachers/digits_bn
+  condense distill --method rded --dataset digits --ipc 10 --teacher teachers/digits_bn --out digits_rded
+  condense relabel digits_rded.safetensors --dataset digits --out digits_rded_fkd    # stored soft labels
+  condense eval digits_rded_fkd.safetensors --dataset digits --json                  # soft_label protocol
 """
 
 

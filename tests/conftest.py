@@ -43,7 +43,7 @@ def digits():
 
 @pytest.fixture(scope="session")
 def digits_teacher(digits, tmp_path_factory) -> Path:
-    """The demo teacher of the decoupled methods on digits (``condense.demo.DEMO_TEACHER``), trained once: its folder."""
+    """The demo teacher of the decoupled methods on digits (``condense.demo.DEMO_TEACHER``), trained once."""
     from condense.demo import DEMO_TEACHER
     from condense.teachers import train_teacher
 

@@ -207,6 +207,10 @@ def test_soft_label_rows_report_sources_and_bytes(digits, digits_teacher):
     row = evaluate(syn, digits, models=["convnetd2"], seeds=1, epochs=2, protocol="soft_label")
     assert row["label_source"] == "stored" and not row["teacher_at_train_time"]
     assert row["label_bytes"] == syn.label_store.label_bytes > 0 and row["image_bytes"] == 10 * 64
+    # every soft-label row carries the random real subsets relabeled by the same teacher, same students and epochs
+    assert len(row["random_real"]["convnetd2"]["runs"]) == 1
+    kw = {"models": ["convnetd2"], "seeds": 1, "epochs": 2, "protocol": "soft_label", "baseline": False}
+    assert evaluate(syn, digits, **kw)["random_real"] is None
     with pytest.raises(ConfigError, match="needs a teacher"):
         evaluate(distill("random_real", digits, ipc=1), digits, seeds=1, epochs=1, protocol="soft_label")
     with pytest.raises(ConfigError, match="soft_label protocol only"):

@@ -1,7 +1,8 @@
 """The shared evaluation protocol: ``evaluate(syn, data)`` scores any synthetic set, image or graph, the same way.
 
 Layout: :mod:`~condense.eval.protocol` (the recipes, one ``PROTOCOLS`` registry), :mod:`~condense.eval.images`
-(image models, seeds x models, vmap or loop), :mod:`~condense.eval.graphs` (GNNs), :mod:`~condense.eval.evaluate`
+(image models, seeds x models, vmap or loop), :mod:`~condense.eval.soft` (students on a teacher's soft labels, the
+``soft_label`` protocol), :mod:`~condense.eval.graphs` (GNNs), :mod:`~condense.eval.evaluate`
 (the entry points, dispatching on ``data.kind``), :mod:`~condense.eval.checks` (their argument checks) and
 :mod:`~condense.eval.metrics`. Nothing here imports ``condense.methods``.
 """
@@ -27,6 +28,7 @@ from condense.eval.protocol import (
     PROTOCOLS,
     EvalProtocol,
     GraphProtocol,
+    SoftLabelProtocol,
     get_protocol,
     list_protocols,
 )
@@ -38,6 +40,7 @@ __all__ = [
     "random_real_baseline",
     "full_data_baseline",
     "EvalProtocol",
+    "SoftLabelProtocol",
     "GraphProtocol",
     "GRAPH_PROTOCOL",
     "PROTOCOLS",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -98,7 +99,6 @@ TeacherArg = Any  # a teacher folder (str | Path), a condense.teachers.Teacher, 
 def _load_teachers(teacher: TeacherArg, data: ImageData, recorded: Any = None) -> list[Any]:
     """Teachers from ``teacher`` (folders or Teacher objects), else from a set's ``meta["teachers"]`` references;
     each must fit ``data`` (class order, preprocessing), and a recorded teacher must still be the same file."""
-    from pathlib import Path
 
     from condense.teachers import Teacher, load_teacher
 
@@ -310,6 +310,7 @@ def evaluate(
     vmap: bool | None = None,
     quiet: bool = True,
     teacher: TeacherArg = None,
+    baseline: bool = True,
 ) -> dict[str, Any]:
     """Score a :class:`~condense.synthetic.SyntheticSet` with the shared protocol of its kind; returns one row.
 
@@ -335,6 +336,10 @@ def evaluate(
             folder(s) or Teacher(s) whose logits train the student; default the teachers the set records (reloaded
             and checked against their recorded sha256). A set that carries a label store replays it instead (no
             teacher at training time) unless the protocol says ``labels="online"``.
+        baseline: ``soft_label`` protocol only: also score random real subsets at the set's IPC relabeled online by
+            the same teacher(s), same students, seeds and epochs (:func:`random_real_baseline`), as
+            ``row["random_real"]`` (the decoupled family's baseline, in every row); skipped (None) when the teachers
+            are not available (a stored-label set whose teacher folders are gone).
 
     Raises:
         MismatchError: ``syn`` and ``data`` are of different kinds, classes or preprocessing.
@@ -371,12 +376,14 @@ def evaluate(
             teachers = []  # stored labels need no teacher; the row reports the store's teachers
         else:
             teachers = _load_teachers(teacher, data, syn.meta.get("teachers"))
+        models = kw["models"] or [evaluation.get("model") or proto.model]
+        seed_list = list(range(seed, seed + seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
         row = _soft_row(
             syn.images,
             data,
             proto,
-            kw["models"] or [evaluation.get("model") or proto.model],
-            list(range(seed, seed + seeds)) if isinstance(seeds, int) else [int(s) for s in seeds],
+            models,
+            seed_list,
             teachers,
             store,
             syn.ipc,
@@ -384,6 +391,25 @@ def evaluate(
             quiet,
             syn.method,
         )
+        row["random_real"] = None
+        if baseline:
+            if not teachers and teacher is None and store is not None:
+                refs = store.manifest["teachers"]
+                present = refs and all(isinstance(r, dict) and r.get("path") and Path(r["path"]).exists() for r in refs)
+                teachers = _load_teachers(None, data, refs) if present else []
+            if teachers or teacher is not None:
+                base = random_real_baseline(
+                    data,
+                    syn.ipc,
+                    models=models,
+                    seeds=len(seed_list),
+                    protocol=proto,
+                    device=device,
+                    seed=seed_list[0],
+                    quiet=quiet,
+                    teacher=teacher if teacher is not None else teachers,
+                )
+                row["random_real"] = base["accuracy"]
         return {"method": syn.method, "dataset": data.name, "ipc": syn.ipc, "label_kind": "soft", **row}
     if teacher is not None:
         raise ConfigError(f"teacher= is read by the soft_label protocol only, not by '{proto.name}'")

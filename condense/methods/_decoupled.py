@@ -29,22 +29,23 @@ def run_teachers(method: str, run: Any, data: Any, *, need_batchnorm: bool) -> l
     """Load every teacher of ``run`` onto ``run.device`` and check it against ``data``.
 
     Raises:
-        ConfigError: no teacher, or ZCA-whitened data.
-        MismatchError: a teacher trained on other data (class order, preprocessing, ...), or without BatchNorm when
-            ``need_batchnorm``.
+        ConfigError: no teacher, or one without BatchNorm when ``need_batchnorm``.
+        MismatchError: ZCA-whitened data, or a teacher trained on other data (class order, preprocessing, ...).
     """
     if not run.teachers:
         raise missing_teacher(method)
     if getattr(data, "zca", None) is not None:
-        raise ConfigError(
-            f"method '{method}' works on mean/std-normalized images as its references do; load the data without zca"
+        raise MismatchError(
+            f"method '{method}' works on mean/std-normalized images as its references do, not on ZCA-whitened data; "
+            "load the data without zca"
         )
     teachers = [load_teacher(p, map_location=run.device) for p in run.teachers]
     for t in teachers:
         t.check_compatible(data)
         if need_batchnorm and not t.has_batchnorm:
-            raise MismatchError(
+            raise ConfigError(
                 f"method '{method}' matches BatchNorm statistics, but teacher '{t.path}' ({t.model}) has no "
-                "BatchNorm layer; train a BatchNorm teacher (e.g. --model convnet_bn or resnet18_bn)"
+                "BatchNorm running statistics; train one with 'condense teachers train --model convnet_bn' (or "
+                "resnet18_bn)"
             )
     return teachers
