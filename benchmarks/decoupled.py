@@ -252,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
                 ipc=ipc,
             )
             srow["images_per_second"] = round(len(syn) / max(srow["seconds"], 1e-9), 2)
+            iters = syn.config.get("num_iterations")
+            if iters:  # recover: forward + backward + Adam per image per iteration
+                srow["image_iterations_per_second"] = round(len(syn) * iters / max(srow["seconds"], 1e-9), 1)
             srow["config"] = syn.config
             row_eval, erow = _stage(
                 results,

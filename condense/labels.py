@@ -16,6 +16,9 @@ those views without the teacher. The references write one ``.tar`` per batch per
   logits in fp16, or their top-k values and indices). Every read is verified against the manifest.
 - :meth:`LabelStore.batches` replays one epoch as ``(views, inputs, targets)`` and :meth:`LabelStore.dataloader`
   wraps it in a plain ``DataLoader`` over batch numbers (no patched PyTorch internals), for users' own training code.
+- DBR storage (``relabel(..., mode="dbr", labels=...)``, NRR-DD, arXiv:2503.18267) keeps, per view, only the two
+  distances of :func:`dbr_distances` (``dbr``: (N, 2) per shard instead of (N, K) logits); the manifest adds
+  ``mode``, ``labels_sha256`` (the one-hot labels are the set's classes, replayed from the set) and ``dbr_alpha``.
 - Top-k storage keeps the ``k`` largest logits; the rest replay as ``-inf`` (probability 0 after the softmax at any
   temperature), i.e. the target distribution is renormalized over the top ``k`` classes.
 
@@ -63,11 +66,14 @@ from condense.seeding import generator as seeded_generator
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "LABEL_MODES",
     "MANIFEST",
     "LabelStore",
+    "dbr_distances",
     "ensemble_logits",
     "epoch_views",
     "images_sha256",
+    "labels_sha256",
     "load_label_store",
     "relabel",
 ]
@@ -96,12 +102,49 @@ _FIELDS: dict[str, Any] = {
     "shards": list[dict],
     "label_bytes": int,
 }
+#: label modes: ``"logits"`` (FKD: C logits per view) and ``"dbr"`` (NRR-DD's Distance-Based Representative labels:
+#: 2 distances per view). A logits store's manifest has no ``mode`` field (stores written before DBR read as logits);
+#: a DBR store adds the fields of ``_DBR_FIELDS``, checked on load.
+LABEL_MODES = ("logits", "dbr")
+_DBR_FIELDS: dict[str, Any] = {"mode": str, "labels_sha256": str, "dbr_alpha": float}
 
 
 def images_sha256(images: torch.Tensor) -> str:
     """sha256 of a float32 image tensor's bytes (what a store records about the images it labels)."""
     t = images.detach().to("cpu", torch.float32).contiguous()
     return hashlib.sha256(t.numpy().tobytes()).hexdigest()
+
+
+def labels_sha256(labels: torch.Tensor) -> str:
+    """sha256 of a class-index tensor's bytes as int64 (what a DBR store records about the labels it was made with)."""
+    t = labels.detach().to("cpu", torch.int64).contiguous()
+    return hashlib.sha256(t.numpy().tobytes()).hexdigest()
+
+
+def dbr_distances(logits: torch.Tensor, labels: torch.Tensor, perm: torch.Tensor, lam: float) -> torch.Tensor:
+    """NRR-DD's two distances of one mixed batch: cross-entropies of ``logits`` to the views' one-hot labels.
+
+    Tran, Le, Le, Do, Phung, "Enhancing Dataset Distillation via Non-Critical Region Refinement", CVPR 2025,
+    arXiv:2503.18267, Sec. 3.4 (Distance-Based Representative knowledge transfer; the equations were not readable
+    here, so this is the reading of ``shared/reference/decoupled.md`` 4.2): for view ``b`` of class ``y_b`` mixed
+    with its partner ``perm[b]`` at weight ``lam``,
+
+    - ``d_org[b] = CE(logits[b], onehot(y_b))`` (distance to the original label),
+    - ``d_aug[b] = CE(logits[b], lam * onehot(y_b) + (1 - lam) * onehot(y_perm[b]))`` (to the mixed label), which
+      equals ``lam * d_org[b] + (1 - lam) * CE(logits[b], onehot(y_perm[b]))``.
+
+    Temperature 1 (a choice: the source gives none). Differentiable in ``logits`` (the student loss uses it too).
+
+    Shape:
+        logits: (B, K); labels: (B,) int64, the class of each view's own image; perm: (B,) int64. return: (B, 2)
+        float32, columns ``(d_org, d_aug)``.
+    """
+    logp = torch.log_softmax(logits.float(), dim=1)
+    y = labels.to(logp.device, torch.long)
+    d_org = -logp.gather(1, y[:, None])[:, 0]
+    d_partner = -logp.gather(1, y[perm.to(y.device)][:, None])[:, 0]
+    lam = float(lam)
+    return torch.stack([d_org, lam * d_org + (1.0 - lam) * d_partner], 1)
 
 
 def epoch_views(
@@ -166,6 +209,18 @@ class LabelStore:
         return ViewRecipe.from_dict(self.manifest["recipe"])
 
     @property
+    def mode(self) -> str:
+        """``"logits"`` (FKD soft labels) or ``"dbr"`` (two distances per view, NRR-DD)."""
+        return str(self.manifest.get("mode", "logits"))
+
+    @property
+    def dbr_alpha(self) -> float:
+        """alpha_dbr of the student loss ``L_sce + alpha_dbr * L_dbr`` a DBR store is trained with."""
+        if self.mode != "dbr":
+            raise ConfigError("this label store holds logits, not DBR distances; it has no dbr_alpha")
+        return float(self.manifest["dbr_alpha"])
+
+    @property
     def label_bytes(self) -> int:
         """Bytes of all shards (logits and view parameters), the figure reported next to the images' bytes."""
         return int(self.manifest["label_bytes"])
@@ -202,12 +257,37 @@ class LabelStore:
 
     def logits(self, epoch: int) -> torch.Tensor:
         """(N, K) float32 logits of ``epoch`` in view order (top-k stores: ``-inf`` outside the top k)."""
+        if self.mode == "dbr":
+            raise ConfigError(
+                "this label store holds DBR distances (2 per view), not logits; read them with store.dbr(epoch)"
+            )
         s = self._shard(epoch)
         if "logits" in s:
             return s["logits"].float()
         vals, idx = s["topk_values"].float(), s["topk_indices"].long()
         out = torch.full((vals.shape[0], self.num_classes), float("-inf"))
         return out.scatter_(1, idx, vals)
+
+    def dbr(self, epoch: int) -> torch.Tensor:
+        """(N, 2) float32 DBR distances ``(d_org, d_aug)`` of ``epoch`` in view order (:func:`dbr_distances`)."""
+        if self.mode != "dbr":
+            raise ConfigError("this label store holds logits, not DBR distances; read them with store.logits(epoch)")
+        return self._shard(epoch)["dbr"].float()
+
+    def targets(self, epoch: int) -> torch.Tensor:
+        """What a student is trained against at ``epoch``: the logits (N, K), or the DBR distances (N, 2)."""
+        return self.dbr(epoch) if self.mode == "dbr" else self.logits(epoch)
+
+    def check_labels(self, labels: torch.Tensor | None) -> None:
+        """A DBR store replays against the images' class labels: refuse missing or other labels."""
+        if self.mode != "dbr":
+            return
+        if labels is None:
+            raise ConfigError("a DBR label store needs the images' class labels to replay (pass labels=)")
+        if tuple(labels.shape) != (self.num_images,) or labels_sha256(labels) != self.manifest["labels_sha256"]:
+            raise MismatchError(
+                "DBR label store was made for other class labels (their sha256 differs); relabel with these labels"
+            )
 
     def check_images(self, images: torch.Tensor) -> None:
         """Refuse images other than those the store was made for (shape or sha256)."""
@@ -228,11 +308,12 @@ class LabelStore:
         """Replay ``epoch``: ``(views, inputs, targets)`` per batch, inputs on ``images``' device.
 
         Shape:
-            images: (N, C, H, W). inputs: (B, C, H, W). targets: (B, K) float32 teacher logits.
+            images: (N, C, H, W). inputs: (B, C, H, W). targets: (B, K) float32 teacher logits, or (B, 2) DBR
+            distances for a DBR store.
         """
         if check:
             self.check_images(images)
-        z = self.logits(epoch)
+        z = self.targets(epoch)
         start = 0
         for v in self.views(epoch):
             n = len(v)
@@ -265,6 +346,8 @@ class LabelStore:
         meta["shards"], meta["label_bytes"] = shards, total
         meta = unseal(meta)
         check_fields(meta, {k: v for k, v in _FIELDS.items()}, out / MANIFEST, hint="pass values of that type")
+        if "mode" in meta:
+            check_fields(meta, _DBR_FIELDS, out / MANIFEST, hint="pass values of that type")
         write_json_atomic(out / MANIFEST, seal(meta))
         self.manifest, self.root = meta, out
         return out
@@ -281,7 +364,9 @@ class _Batches(torch.utils.data.Dataset):
         return self.items[i]
 
 
-def _shard_tensors(views: list[Views], logits: torch.Tensor, precision: str, topk: int | None) -> dict:
+def _shard_tensors(
+    views: list[Views], logits: torch.Tensor, precision: str, topk: int | None, dbr: torch.Tensor | None = None
+) -> dict:
     out = {
         "order": torch.cat([v.index for v in views]).to(torch.int32),
         "boxes": torch.cat([v.boxes for v in views]).float(),
@@ -292,7 +377,9 @@ def _shard_tensors(views: list[Views], logits: torch.Tensor, precision: str, top
         "mix_box": torch.stack([v.mix_box for v in views]).to(torch.int32),
     }
     dtype = torch.float16 if precision == "fp16" else torch.float32
-    if topk is None:
+    if dbr is not None:  # DBR: two distances per view instead of the logits
+        out["dbr"] = dbr.to(dtype)
+    elif topk is None:
         out["logits"] = logits.to(dtype)
     else:
         vals, idx = logits.topk(topk, dim=1)
@@ -317,6 +404,9 @@ def relabel(
     out: str | Path | None = None,
     quiet: bool = True,
     labeler: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    mode: str = "logits",
+    labels: torch.Tensor | None = None,
+    dbr_alpha: float = 1.0,
 ) -> LabelStore:
     """Label ``epochs`` epochs of views of ``images`` with the teachers; returns the store (saved when ``out``).
 
@@ -330,6 +420,10 @@ def relabel(
         references: what to record about the teachers (``Teacher.reference()``).
         device: where the teachers run. out: folder to write (None: in memory only). quiet: hide the progress bar.
         labeler: a replacement for the teacher ensemble (a function of the batch), e.g. a mixed-precision wrapper.
+        mode: ``"logits"`` (FKD, the default) or ``"dbr"``: store per view only the two distances of
+            :func:`dbr_distances` (NRR-DD's DBR labels), ``(N, 2)`` per epoch instead of ``(N, K)`` logits.
+        labels: ``mode="dbr"`` only: the class of each image (the one-hot labels the distances are measured to).
+        dbr_alpha: ``mode="dbr"`` only: alpha_dbr of the student loss, recorded in the manifest.
 
     Shape:
         images: (N, C, H, W) float32.
@@ -344,6 +438,18 @@ def relabel(
         raise ConfigError("relabel needs at least one teacher")
     if weights is not None and len(weights) != len(teachers):
         raise ConfigError(f"{len(weights)} teacher weights for {len(teachers)} teachers")
+    if mode not in LABEL_MODES:
+        raise ConfigError(f"mode must be one of {', '.join(LABEL_MODES)}, got {mode!r}")
+    if mode == "dbr":
+        if labels is None or tuple(labels.shape) != (int(images.shape[0]),):
+            raise ConfigError(
+                f"mode='dbr' needs labels=, one class index per image ({int(images.shape[0])},); got "
+                f"{None if labels is None else tuple(labels.shape)}"
+            )
+        if topk is not None:
+            raise ConfigError("mode='dbr' stores two distances per view, not logits; leave topk=None")
+        check_range("dbr_alpha", dbr_alpha, 0.0)
+        y_all = labels.detach().to("cpu", torch.long)
     device = torch.device(device)
     x_all = images.detach().to(device, torch.float32)
     hw = (int(images.shape[-2]), int(images.shape[-1]))
@@ -358,7 +464,14 @@ def relabel(
         num_classes = int(z.shape[1])
         if topk is not None and not 1 <= topk <= num_classes:
             raise ConfigError(f"topk must be in 1..{num_classes}, got {topk}")
-        shards[e] = _shard_tensors(views, z, precision, topk)
+        dbr = None
+        if mode == "dbr":
+            dbr, start = torch.empty(z.shape[0], 2), 0
+            for v in views:
+                n = len(v)
+                dbr[start : start + n] = dbr_distances(z[start : start + n], y_all[v.index], v.perm, float(v.lam))
+                start += n
+        shards[e] = _shard_tensors(views, z, precision, topk, dbr)
     w = [1.0 / max(1, len(teachers))] * len(teachers) if weights is None else [float(v) for v in weights]
     manifest = {
         **stamp(FORMAT, FORMAT_VERSION),
@@ -377,6 +490,8 @@ def relabel(
         "shards": [],
         "label_bytes": sum(sum(t.numel() * t.element_size() for t in s.values()) for s in shards.values()),
     }
+    if mode == "dbr":  # only DBR stores carry these fields: a logits store's manifest is unchanged
+        manifest.update({"mode": "dbr", "labels_sha256": labels_sha256(labels), "dbr_alpha": float(dbr_alpha)})
     store = LabelStore(manifest=manifest, shards=shards)
     if out is not None:
         store.save(out)
@@ -400,6 +515,10 @@ def load_label_store(path: str | Path) -> LabelStore:
     check_stamp(meta, FORMAT, FORMAT_VERSION, mpath)
     check_seal(meta, mpath)
     check_fields(meta, _FIELDS, mpath)
+    if "mode" in meta:
+        check_fields(meta, _DBR_FIELDS, mpath)
+        if meta["mode"] not in LABEL_MODES:
+            raise IntegrityError(f"'{mpath}': field 'mode' is {meta['mode']!r}, expected one of {LABEL_MODES}")
     if len(meta["shards"]) != meta["epochs"]:
         raise IntegrityError(f"'{mpath}' lists {len(meta['shards'])} shards for {meta['epochs']} epochs")
     for spec in meta["shards"]:

@@ -739,7 +739,7 @@ def _speed(model: str, shape: tuple[int, int, int], n: int, iters: int, **kwargs
     gen = torch.Generator().manual_seed(0)
     rec = Recovery(
         [net],
-        torch.randn(n, c, h, w, generator=gen),
+        torch.randn(n, c, h, w, generator=gen, device=gen.device),
         torch.arange(n) % 10,
         torch.arange(n) // 10,
         num_iterations=iters + 1,

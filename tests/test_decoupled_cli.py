@@ -125,6 +125,30 @@ def test_teacher_distill_relabel_eval(tmp_path: Path, capsys, digits_teacher) ->
     assert code == 0 and row["protocol"] == "soft_label" and row["label_kind"] == "soft"
 
 
+def test_run_sre2l_prints_the_demo_keys(tmp_path: Path, capsys) -> None:
+    code, out, _ = _run(
+        capsys,
+        "run",
+        "--method",
+        "sre2l",
+        "--ipc",
+        "1",
+        "--iterations",
+        "20",
+        "--epochs",
+        "5",
+        "--seeds",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--json",
+        "--quiet",
+    )
+    res = _last_json(out)
+    assert code == 0 and {"distilled_acc", "random_acc", "distilled", "random"} <= res.keys()
+    assert list(res["distilled"]) == ["convnetd2"]  # the digits preset's student
+
+
 def test_run_trains_the_demo_teacher_and_reports_the_relabeled_baseline(tmp_path: Path, capsys) -> None:
     code, out, _ = _run(
         capsys,

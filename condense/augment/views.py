@@ -104,7 +104,7 @@ class Views:
 
 
 def _uniform(n: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
-    return lo + (hi - lo) * torch.rand(n, generator=gen, dtype=torch.float64)
+    return lo + (hi - lo) * torch.rand(n, generator=gen, dtype=torch.float64, device=gen.device).cpu()
 
 
 def crop_boxes(b: int, hw: tuple[int, int], recipe: ViewRecipe, gen: torch.Generator) -> torch.Tensor:
@@ -131,7 +131,7 @@ def crop_boxes(b: int, hw: tuple[int, int], recipe: ViewRecipe, gen: torch.Gener
     pick = first.clamp(min=0)
     bw = torch.where(first >= 0, cw[rows, pick], torch.full((b,), float(fw), dtype=torch.float64))
     bh = torch.where(first >= 0, ch[rows, pick], torch.full((b,), float(fh), dtype=torch.float64))
-    u = torch.rand(b, 2, generator=gen, dtype=torch.float64)
+    u = torch.rand(b, 2, generator=gen, dtype=torch.float64, device=gen.device).cpu()
     y0 = torch.floor(u[:, 0] * (h - bh + 1)).clamp(0, None)
     x0 = torch.floor(u[:, 1] * (w - bw + 1)).clamp(0, None)
     y0 = torch.where(first >= 0, y0, torch.full((b,), float((h - fh) // 2), dtype=torch.float64))
@@ -143,7 +143,7 @@ def _beta(alpha: float, gen: torch.Generator) -> float:
     """One Beta(alpha, alpha) draw from ``gen`` (numpy's sampler seeded from the generator, so it is replayable)."""
     import numpy as np
 
-    seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
     return float(np.random.default_rng(seed).beta(alpha, alpha))
 
 
@@ -159,23 +159,27 @@ def sample_views(
         [4, 4, 2]
     """
     check_range("batch_size", batch_size, 1)
-    order = torch.randperm(num_images, generator=gen)
+    order = torch.randperm(num_images, generator=gen, device=gen.device).cpu()
     out = []
     h, w = hw
     for index in order.split(batch_size):
         b = int(index.shape[0])
         boxes = crop_boxes(b, hw, recipe, gen)
-        flip = (torch.rand(b, generator=gen) < 0.5) if recipe.flip else torch.zeros(b, dtype=torch.bool)
+        flip = (
+            (torch.rand(b, generator=gen, device=gen.device).cpu() < 0.5)
+            if recipe.flip
+            else torch.zeros(b, dtype=torch.bool)
+        )
         perm = torch.arange(b)
         lam = 1.0
         mix_box = torch.zeros(4, dtype=torch.int64)
         if recipe.mix != "none":
-            perm = torch.randperm(b, generator=gen)
+            perm = torch.randperm(b, generator=gen, device=gen.device).cpu()
             lam = _beta(recipe.mix_alpha, gen)
             if recipe.mix == "cutmix":
                 cut = math.sqrt(1.0 - lam)
                 cw, ch = int(w * cut), int(h * cut)
-                c = torch.rand(2, generator=gen)
+                c = torch.rand(2, generator=gen, device=gen.device).cpu()
                 cy, cx = int(c[0] * h), int(c[1] * w)
                 y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
                 x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)

@@ -144,8 +144,13 @@ def _soft_row(
     device: torch.device | str,
     quiet: bool,
     desc: str,
+    labels: torch.Tensor | None = None,
 ) -> dict[str, Any]:
-    """One soft-label evaluation row: students trained on ``images`` with stored or online teacher labels."""
+    """One soft-label evaluation row: students trained on ``images`` with stored or online teacher labels.
+
+    ``labels`` (the images' classes) are read only by a DBR store (NRR-DD), whose student loss needs them; such a
+    row adds ``"label_mode": "dbr"``.
+    """
     from condense.eval.soft import train_soft
     from condense.labels import ensemble_logits
 
@@ -175,9 +180,12 @@ def _soft_row(
             device=dev,
             quiet=quiet,
             desc=desc,
+            labels=labels,
         )
         acc[m] = summarize(runs)
+    extra = {"label_mode": "dbr"} if use_store and store.mode == "dbr" else {}
     return {
+        **extra,
         "protocol": proto.name,
         "protocol_version": proto.version,
         "epochs": proto.epochs,
@@ -390,6 +398,7 @@ def evaluate(
             device,
             quiet,
             syn.method,
+            labels=syn.labels if syn.labels.ndim == 1 else None,
         )
         row["random_real"] = None
         if baseline:

@@ -11,6 +11,10 @@ Loss: ``KL(softmax(teacher / T) || softmax(student / T))`` averaged over the bat
 times ``T^2`` only when the protocol says so (SRe2L's ``train_FKD.py`` leaves it out). AdamW, cosine per epoch.
 The accuracy is the final epoch's.
 
+A DBR store (``store.mode == "dbr"``, NRR-DD, arXiv:2503.18267 Sec. 3.4) holds two distances per view instead of
+logits; the student is then trained with :func:`dbr_loss`, ``L_sce + alpha_dbr * L_dbr`` (alpha_dbr recorded in the
+store), against the set's class labels (``labels=``), at temperature 1.
+
 Known differences from the references: SRe2L trains with batch 1024 and gradient accumulation 2 on ImageNet and
 tracks the best of evaluations every 10 epochs; RDED's loop runs an extra no-grad forward of the student on the
 un-mixed batch (BatchNorm statistics updated twice per step) and reports the best accuracy in the last 20 % of
@@ -29,9 +33,9 @@ from condense.augment.views import ViewRecipe, apply_views
 from condense.errors import ConfigError, DivergenceError
 from condense.eval.images import predict
 from condense.eval.protocol import SoftLabelProtocol
-from condense.labels import LabelStore, epoch_views
+from condense.labels import LabelStore, dbr_distances, epoch_views
 
-__all__ = ["kd_loss", "train_soft"]
+__all__ = ["dbr_loss", "kd_loss", "train_soft"]
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float, t_squared: bool = False) -> torch.Tensor:
@@ -48,6 +52,34 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float, t_
     # kl_div with zero targets gives 0 * log 0 = 0; -inf logits give exact zeros in target
     loss = F.kl_div(log_p, target, reduction="batchmean")
     return loss * (t * t) if t_squared else loss
+
+
+def dbr_loss(
+    student: torch.Tensor,
+    target: torch.Tensor,
+    labels: torch.Tensor,
+    perm: torch.Tensor,
+    lam: float,
+    alpha: float,
+) -> torch.Tensor:
+    """NRR-DD's Distance-Based Representative student loss ``L_S = L_sce + alpha * L_dbr`` on one mixed batch.
+
+    Tran et al., CVPR 2025, arXiv:2503.18267, Sec. 3.4, as far as it is public (``shared/reference/decoupled.md``
+    4.2: the student minimises ``L_sce + alpha_dbr * L_dbr``, with ``L_dbr`` pulling the student's ``d_org`` and
+    ``d_aug`` toward the stored teacher ones). Here, with ``d^S = dbr_distances(student, ...)``:
+
+    - ``L_sce`` = batch mean of ``d_aug^S``: the cross-entropy to the mixed one-hot label (the CutMix / MixUp loss);
+    - ``L_dbr`` = batch mean of ``(d_org^S - d_org^T)^2 + (d_aug^S - d_aug^T)^2`` (squared error: a choice, the
+      distance between distances is not public).
+
+    Shape:
+        student: (B, K) logits; target: (B, 2) stored ``(d_org^T, d_aug^T)``; labels: (B,) the views' own classes;
+        perm: (B,) mixing partners.
+    """
+    d = dbr_distances(student, labels, perm, lam)
+    l_sce = d[:, 1].mean()
+    l_dbr = (d - target.to(d.device, d.dtype)).pow(2).sum(1).mean()
+    return l_sce + float(alpha) * l_dbr
 
 
 def _no_grad(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -71,6 +103,7 @@ def train_soft(
     device: torch.device | str = "cpu",
     quiet: bool = True,
     desc: str = "eval",
+    labels: torch.Tensor | None = None,
 ) -> list[float]:
     """Train one student per seed on ``images`` with soft labels; return their final-epoch test accuracies.
 
@@ -85,6 +118,7 @@ def train_soft(
         store: stored labels to replay instead (its batch size and views win; ``protocol.epochs`` must not exceed
             the store's epochs).
         device: where to train. quiet: hide the progress bar. desc: its label.
+        labels: the class of each image; needed (and checked) only with a DBR store (:func:`dbr_loss`).
 
     Raises:
         ConfigError: neither or both of ``labeler`` and ``store``; a store shorter than the protocol.
@@ -103,8 +137,11 @@ def train_soft(
         )
     device = torch.device(device)
     x = images.detach().to(device, torch.float32)
+    dbr = store is not None and store.mode == "dbr"
     if store is not None:
         store.check_images(images)
+        store.check_labels(labels)
+    y_all = labels.detach().to(device, torch.long) if dbr and labels is not None else None
     recipe = ViewRecipe(scale=protocol.scale, flip=flip, mix=protocol.mix, mix_alpha=protocol.mix_alpha)
     hw = (int(x.shape[-2]), int(x.shape[-1]))
     c = int(x.shape[1])
@@ -119,7 +156,16 @@ def train_soft(
             for group in opt.param_groups:
                 group["lr"] = protocol.lr_at(ep)
             net.train()
-            if store is not None:
+            if dbr:
+                assert y_all is not None
+                for v, xb, t in store.batches(x, ep, check=False):
+                    y = y_all[v.index.to(device)]
+                    loss = dbr_loss(net(xb), t, y, v.perm.to(device), float(v.lam), store.dbr_alpha)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                batches = iter(())
+            elif store is not None:
                 batches = ((xb, t) for _, xb, t in store.batches(x, ep, check=False))
             else:
                 assert labeler is not None

@@ -19,6 +19,7 @@ from condense.errors import ArgumentTypeError, MismatchError
 from condense.eval.checks import check_count, check_ipc
 from condense.methods import (  # noqa: F401  (registers every built-in method)
     ast,
+    cvdd,
     datm,
     dc,
     dm,
@@ -26,8 +27,10 @@ from condense.methods import (  # noqa: F401  (registers every built-in method)
     ftd,
     herding,
     herding_graphs,
+    infer,
     mirage,
     mtt,
+    nrrdd,
     random_graphs,
     random_real,
     rded,

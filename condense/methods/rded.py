@@ -206,7 +206,8 @@ class RDED(Method):
                     f"rded at ipc {ipc} with factor {factor} keeps {n} crops of class {c} (one per real image), but "
                     f"draws min(mipc={cfg.mipc}, class size {pool.numel()}) images; lower ipc or factor, or raise mipc"
                 )
-            pick = pool[torch.randperm(pool.numel(), generator=generator)[: min(cfg.mipc, pool.numel())]]
+            order = torch.randperm(pool.numel(), generator=generator, device=generator.device).cpu()
+            pick = pool[order[: min(cfg.mipc, pool.numel())]]
             patches, _ = select_patches(
                 data.x_train[pick],
                 c,
