@@ -333,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=None, help="views per batch (default: the protocol's)")
     p.add_argument("--topk", type=_positive_int, default=None, help="keep only the k largest logits per view")
     p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="logit precision (fp16, as FKD)")
+    p.add_argument(
+        "--mode",
+        choices=("logits", "dbr"),
+        default="logits",
+        help="logits (FKD) or dbr (NRR-DD's two distances per view, trained with its DBR loss)",
+    )
+    p.add_argument("--dbr-alpha", type=float, default=0.1, help="weight of the DBR loss term (mode dbr; 0.1)")
     p.add_argument("--out", required=True, help="new artifact NAME; writes NAME.safetensors, NAME.json, NAME.labels/")
     p.add_argument("--force", action="store_true", help="replace an existing artifact at --out")
     _common(p)
@@ -948,6 +955,9 @@ def cmd_relabel(args: argparse.Namespace) -> int:
         references=[t.reference() for t in teachers],
         device=device,
         quiet=args.quiet,
+        mode=args.mode,
+        labels=syn.hard_labels if args.mode == "dbr" else None,
+        dbr_alpha=args.dbr_alpha,
     )
     syn.meta["teachers"] = [t.reference() for t in teachers]
     path = syn.save(tensors)

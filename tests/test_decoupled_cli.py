@@ -185,3 +185,46 @@ def test_run_trains_the_demo_teacher_and_reports_the_relabeled_baseline(tmp_path
         "--force",
     )
     assert code == 0 and "reusing the demo teacher" in out
+
+
+def test_relabel_dbr_stores_two_numbers_per_view(tmp_path: Path, capsys, digits_teacher) -> None:
+    from condense.synthetic import SyntheticSet
+
+    art, dbr = tmp_path / "rr", tmp_path / "rr_dbr"
+    assert main(["distill", "--method", "random_real", "--dataset", "digits", "--ipc", "1", "--out", str(art)]) == 0
+    code, _, _ = _run(
+        capsys,
+        "relabel",
+        str(art) + ".safetensors",
+        "--dataset",
+        "digits",
+        "--teacher",
+        str(digits_teacher),
+        "--epochs",
+        "2",
+        "--mode",
+        "dbr",
+        "--out",
+        str(dbr),
+        "--quiet",
+    )
+    store = SyntheticSet.load(str(dbr) + ".safetensors").label_store
+    assert code == 0 and store.mode == "dbr" and tuple(store.dbr(0).shape) == (10, 2)
+    code, out, _ = _run(
+        capsys,
+        "eval",
+        str(dbr) + ".safetensors",
+        "--dataset",
+        "digits",
+        "--protocol",
+        "soft_label",
+        "--epochs",
+        "2",
+        "--seeds",
+        "1",
+        "--models",
+        "convnetd2",
+        "--json",
+        "--quiet",
+    )
+    assert code == 0 and _last_json(out)["label_mode"] == "dbr"

@@ -1,4 +1,4 @@
-"""What the decoupled methods (SRe2L, RDED) share: loading and checking the teachers a run names.
+"""What the decoupled methods share: loading and checking the teachers a run names, and RDED's patch mosaic.
 
 A decoupled method reads one or several trained teachers (``RunContext.teacher``, ``--teacher DIR``), each refused
 before any work when its data contract differs from the data (:meth:`condense.teachers.Teacher.check_compatible`:
@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+
 from condense.errors import ConfigError, MismatchError
 from condense.teachers import Teacher, load_teacher
 
-__all__ = ["missing_teacher", "run_teachers"]
+__all__ = ["missing_teacher", "mosaic", "run_teachers"]
 
 
 def missing_teacher(method: str) -> ConfigError:
@@ -49,3 +52,31 @@ def run_teachers(method: str, run: Any, data: Any, *, need_batchnorm: bool) -> l
                 "resnet18_bn)"
             )
     return teachers
+
+
+def mosaic(patches: torch.Tensor, factor: int, ipc: int, size: tuple[int, int]) -> torch.Tensor:
+    """RDED's step 4 (``LINs-lab/RDED`` ``synthesize/utils.py:139-166``; NRR-DD's too): tile ``factor**2 * ipc``
+    patches into ``ipc`` images; cell ``k`` of image ``i`` is patch ``k*ipc + i``.
+
+    Cells split ``size`` as evenly as the reference does (the first ``size % factor`` rows/columns one pixel larger),
+    each patch resized to its cell with nearest-neighbour interpolation.
+
+    Shape:
+        patches: (factor**2 * ipc, C, p, p). return: (ipc, C, H, W).
+    """
+    h, w = size
+    out = torch.zeros(ipc, patches.shape[1], h, w, dtype=patches.dtype)
+    k, y = 0, 0
+    for i in range(factor):
+        ch = h // factor + (1 if i < h % factor else 0)
+        x = 0
+        for j in range(factor):
+            cw = w // factor + (1 if j < w % factor else 0)
+            part = patches[k * ipc : (k + 1) * ipc]
+            out[:, :, y : y + ch, x : x + cw] = (
+                F.interpolate(part, size=(ch, cw)) if part.shape[-2:] != (ch, cw) else part
+            )
+            x += cw
+            k += 1
+        y += ch
+    return out

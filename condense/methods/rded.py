@@ -14,7 +14,8 @@ Algorithm, per class ``c`` (``synthesize/main.py`` ``init_images`` + ``synthesiz
    (``utils.py:97-117``); keep each image's lowest-loss crop, then the ``ipc * factor**2`` lowest-loss images
    (``utils.py:119-136``);
 4. tile them ``factor x factor`` into ``ipc`` images: position ``k`` of image ``i`` holds the ``k * ipc + i``-th
-   selected patch (``utils.py:139-166``, nearest-neighbour resize of each patch);
+   selected patch (``utils.py:139-166``, nearest-neighbour resize of each patch;
+   :func:`condense.methods._decoupled.mosaic`, shared with NRR-DD);
 5. the labels are the teacher's soft labels at training time (``validation/main.py``: the teacher runs online on
    every CutMixed batch), so the set is scored with the ``soft_label`` protocol and the same teacher.
 
@@ -51,11 +52,11 @@ import torch.nn.functional as F
 from condense.augment.views import crop_boxes
 from condense.config import check_range, preset
 from condense.data.base import ImageData
-from condense.methods._decoupled import run_teachers
+from condense.methods._decoupled import mosaic, run_teachers
 from condense.methods.base import Method, RunContext, register_method
 from condense.synthetic import SyntheticSet
 
-__all__ = ["RDED", "RDEDConfig", "PRESETS", "select_patches", "mosaic"]
+__all__ = ["RDED", "RDEDConfig", "PRESETS", "select_patches"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,33 +149,6 @@ def select_patches(
     loss, crop = loss[best, cols], crop[best, cols]
     keep = loss.argsort()[:n]
     return crop[keep].cpu(), loss[keep].cpu()
-
-
-def mosaic(patches: torch.Tensor, factor: int, ipc: int, size: tuple[int, int]) -> torch.Tensor:
-    """Step 4: tile ``factor**2 * ipc`` patches into ``ipc`` images; cell ``k`` of image ``i`` is patch ``k*ipc + i``.
-
-    Cells split ``size`` as evenly as the reference does (the first ``size % factor`` rows/columns one pixel larger),
-    each patch resized to its cell with nearest-neighbour interpolation.
-
-    Shape:
-        patches: (factor**2 * ipc, C, p, p). return: (ipc, C, H, W).
-    """
-    h, w = size
-    out = torch.zeros(ipc, patches.shape[1], h, w, dtype=patches.dtype)
-    k, y = 0, 0
-    for i in range(factor):
-        ch = h // factor + (1 if i < h % factor else 0)
-        x = 0
-        for j in range(factor):
-            cw = w // factor + (1 if j < w % factor else 0)
-            part = patches[k * ipc : (k + 1) * ipc]
-            out[:, :, y : y + ch, x : x + cw] = (
-                F.interpolate(part, size=(ch, cw)) if part.shape[-2:] != (ch, cw) else part
-            )
-            x += cw
-            k += 1
-        y += ch
-    return out
 
 
 @register_method("rded")

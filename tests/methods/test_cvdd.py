@@ -8,11 +8,13 @@ whose prior differs) and covers what is specific to CV-DD.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pytest
 import torch
 
+from condense.config import config_from_dict, config_to_dict
 from condense.errors import ConfigError, MismatchError
 from condense.labels import ensemble_logits
 from condense.methods import RunContext, distill, get_method
@@ -118,6 +120,12 @@ def test_the_schedule_per_ipc_follows_the_reference_settings():
     assert committee_schedule(5, 3, 2, "random", priors, gen, [(3, 4), (2, 3)]) == [(3, 4), (2, 3), (3, 4)]
     with pytest.raises(ConfigError, match="beyond the 5"):
         committee_schedule(5, 1, 2, "top", priors, gen, [(0, 5)])
+    # explicit committees survive the JSON round trip of checkpoints and artifacts
+    cfg = get_method("cvdd").resolve_config(overrides={"committees": [[3, 4], [2, 3]]})
+    assert cfg.committees == ((3, 4), (2, 3))
+    assert config_from_dict(type(cfg), json.loads(json.dumps(config_to_dict(cfg)))) == cfg
+    with pytest.raises(ConfigError, match="distinct teacher indices"):
+        get_method("cvdd").resolve_config(overrides={"committees": [[1, 1]]})
 
 
 def test_each_slot_is_recovered_by_its_committee(digits, committee):
@@ -158,7 +166,9 @@ def test_the_set_carries_bssl_labels_that_differ_from_eval_mode_labels(digits, c
 
     run = RunContext(quiet=True, teacher=committee)
     gen = torch.Generator
-    bssl = distill("cvdd", digits, ipc=1, preset="digits-ipc1", overrides=SHORT, generator=gen().manual_seed(0), run=run)
+    bssl = distill(
+        "cvdd", digits, ipc=1, preset="digits-ipc1", overrides=SHORT, generator=gen().manual_seed(0), run=run
+    )
     plain = distill(
         "cvdd", digits, ipc=1, preset="digits-ipc1", overrides={**SHORT, "bssl": False},
         generator=gen().manual_seed(0), run=run,
@@ -220,3 +230,28 @@ def test_presets_follow_the_scripts():
     assert method.resolve_config("cifar10-ipc1").batch_relabel == 10
     assert method.resolve_config("cifar10-ipc10").batch_relabel == 16
     assert method.resolve_config("imagenette-ipc50").batch_relabel == 10
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# quality on digits
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_on_digits_cvdd_beats_random_real_relabeled_by_the_committee_and_sre2l(digits, committee):
+    """IPC 1, the three-teacher committee, soft_label with stored BSSL labels, ConvNetD2, 300 epochs, 3 seeds.
+
+    Measured (CPU, torch 2.14): CV-DD 89.4 %, random real relabeled online by the same three teachers 87.5 %; SRe2L's
+    digits-ipc1 with the single demo teacher 81.5 % (README "Decoupled distillation"). With the single demo teacher
+    CV-DD reaches 83.7 % against random real's 86.2 %: on digits the gain comes from the committee and BSSL.
+    """
+    from condense.eval import evaluate
+
+    run = RunContext(quiet=True, teacher=committee)
+    syn = distill("cvdd", digits, ipc=1, generator=torch.Generator().manual_seed(0), run=run)
+    assert syn.meta["preset"] == "digits-ipc1" and syn.label_store.epochs == 300
+    row = evaluate(syn, digits, models=["convnetd2"], seeds=3, epochs=300)
+    assert row["label_source"] == "stored"
+    acc = row["accuracy"]["convnetd2"]["mean"]
+    base = row["random_real"]["convnetd2"]["mean"]
+    assert acc > base + 0.01, (acc, base)
+    assert acc > 0.815 + 0.03, acc  # SRe2L digits-ipc1, one demo teacher: 81.5 %

@@ -155,3 +155,15 @@ def test_teacher_problems_are_refused_before_a_step(digits, digits_teacher, monk
     reordered = dataclasses.replace(digits, classes=list(reversed(digits.classes)))
     with pytest.raises(MismatchError, match="class order"):
         distill("infer", reordered, 2, run=RunContext(quiet=True, teacher=digits_teacher))
+
+
+def test_batch_classes_gives_one_ufc_per_class_chunk(digits, digits_teacher):
+    """``--batch-size`` below K (the reference's ImageNet default of 100 of 1000 classes): one UFC per chunk."""
+    syn = _distill(digits, [digits_teacher], ipc=2, num_iterations=3, batch_classes=5, labels="dynamic")
+    base, ufc = syn.tensors["infer_base"], syn.tensors["infer_ufc"]
+    assert ufc.shape == (1, 2, *base.shape[1:]) and syn.meta["num_ufc"] == 2 and syn.meta["storage_images"] == 12
+    assert not torch.equal(ufc[0, 0], ufc[0, 1])
+    lo, hi = (float(b) for b in pixel_box(digits))
+    comp = syn.images.view(10, 2, *base.shape[1:])[:, 1]
+    for c in range(10):
+        assert torch.equal(comp[c], (base[c] + ufc[0, c // 5]).clamp(lo, hi))

@@ -122,7 +122,7 @@ def test_dbr_set_is_scored_with_the_dbr_loss_on_its_stored_labels(digits, digits
     from condense.synthetic import SyntheticSet
 
     run = RunContext(quiet=True, teacher=digits_teacher)
-    syn = distill("nrrdd", digits, 1, preset="digits-ipc1-dbr", overrides={"dbr_epochs": 60}, run=run)
+    syn = distill("nrrdd", digits, 1, preset="digits-dbr", overrides={"dbr_epochs": 60}, run=run)
     store = syn.label_store
     assert store.mode == "dbr" and store.dbr(0).shape == (10, 2) and store.epochs == 60
     path = syn.save(tmp_path / "nrr.safetensors")

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from condense.errors import ConfigError, MismatchError
 from condense.methods import RunContext, distill
-from condense.methods.rded import mosaic, select_patches
+from condense.methods._decoupled import mosaic
+from condense.methods.rded import select_patches
 
 
 def test_mosaic_cell_k_of_image_i_is_patch_k_times_ipc_plus_i():
