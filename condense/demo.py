@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEMO_BUFFERS", "DEMO_TEACHER", "demo_buffer", "demo_teacher", "run_demo"]
+__all__ = ["DEMO_BUFFERS", "DEMO_COMMITTEES", "DEMO_TEACHER", "demo_buffer", "demo_teacher", "run_demo"]
 
 _DIGITS_VANILLA: dict[str, Any] = {
     "kind": "vanilla",
@@ -51,6 +51,18 @@ DEMO_TEACHER: dict[str, Any] = {
 }
 
 
+#: Committee methods train several demo teachers (the tests' committees): CV-DD votes with three depth-2 BatchNorm
+#: ConvNets of other widths and seeds, INFER compensates against two architectures (a depth-1 one beside the demo's).
+DEMO_COMMITTEES: dict[str, list[dict[str, Any]]] = {
+    "cvdd": [
+        DEMO_TEACHER,
+        {**DEMO_TEACHER, "name": "convnet_bn_w32_s1", "model_kwargs": {"width": 32, "depth": 2}, "seed": 1},
+        {**DEMO_TEACHER, "name": "convnet_bn_w64_s2", "seed": 2},
+    ],
+    "infer": [DEMO_TEACHER, {**DEMO_TEACHER, "name": "convnet_bn_w32_d1", "model_kwargs": {"width": 32, "depth": 1}}],
+}
+
+
 def demo_buffer(method: str) -> dict[str, Any] | None:
     """The demo buffer settings of ``method`` (None when the method reads no buffer)."""
     spec = DEMO_BUFFERS.get(method)
@@ -58,21 +70,30 @@ def demo_buffer(method: str) -> dict[str, Any] | None:
 
 
 def demo_teacher(
-    data: Any, out: Path, *, seed: int = 0, device: str = "cpu", quiet: bool = True, say: Callable[[str], None]
+    data: Any,
+    out: Path,
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    quiet: bool = True,
+    say: Callable[[str], None],
+    spec: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Train :data:`DEMO_TEACHER` on ``data`` into ``out/<dataset>_<model>_teacher`` (a teacher already there that
-    fits the data and was trained with the same settings is reused); returns its folder."""
+    """Train a demo teacher (``spec``, default :data:`DEMO_TEACHER`) on ``data`` into ``out/<dataset>_<name>_teacher``
+    (a teacher already there that fits the data and was trained with the same settings is reused); its folder."""
     from condense.teachers import JSON_FILE, load_teacher, train_teacher
 
-    spec = DEMO_TEACHER
-    folder = Path(out) / f"{data.name}_{spec['model']}_teacher"
+    spec = dict(spec or DEMO_TEACHER)
+    t_seed = seed + int(spec.get("seed", 0))
+    name = spec.get("name", spec["model"])
+    folder = Path(out) / f"{data.name}_{name}_teacher"
     if (folder / JSON_FILE).is_file():
         t = load_teacher(folder)
         t.check_compatible(data)
-        if (t.model, t.model_kwargs, t.epochs, t.seed) == (spec["model"], spec["model_kwargs"], spec["epochs"], seed):
+        if (t.model, t.model_kwargs, t.epochs, t.seed) == (spec["model"], spec["model_kwargs"], spec["epochs"], t_seed):
             say(f"[1/3] reusing the demo teacher {folder} ({100 * t.test_accuracy:.1f} % test)")
             return folder
-    say(f"[1/3] training the demo teacher ({spec['model']}, {spec['epochs']} epochs) into {folder}")
+    say(f"[1/3] training the demo teacher {name} ({spec['model']}, {spec['epochs']} epochs) into {folder}")
     t = train_teacher(
         data,
         spec["model"],
@@ -80,7 +101,7 @@ def demo_teacher(
         folder,
         recipe=spec["recipe"],
         model_kwargs=spec["model_kwargs"],
-        seed=seed,
+        seed=t_seed,
         device=device,
         quiet=quiet,
     )
@@ -154,7 +175,8 @@ def run_demo(
         )
     teacher = None
     if getattr(get_method(method), "needs_teacher", False):
-        teacher = demo_teacher(data, out, seed=seed, device=device, quiet=quiet, say=say)
+        specs = DEMO_COMMITTEES.get(method, [DEMO_TEACHER])
+        teacher = [demo_teacher(data, out, seed=seed, device=device, quiet=quiet, say=say, spec=s) for s in specs]
     say(f"[2/3] distilling {data.name} with {method} at ipc {ipc}")
     run = RunContext(
         device=device,

@@ -41,7 +41,7 @@ from condense.io import (
     write_json_atomic,
 )
 
-__all__ = ["SyntheticSet", "FORMAT_VERSION", "label_store_path", "sidecar_path"]
+__all__ = ["SyntheticSet", "FORMAT_VERSION", "compose_images", "label_store_path", "sidecar_path"]
 
 FORMAT = "condense.SyntheticSet"
 #: 2: the shared stamp (``format_version`` and top-level ``provenance``), as buffers and checkpoints.
@@ -67,6 +67,44 @@ _SIDECAR_FIELDS: dict[str, Any] = {
     "sha256": str,
 }
 _ZCA_KEYS = ("zca_mean", "zca_matrix", "zca_inverse")
+
+
+_COMPOSE_KEYS = ("base", "delta", "base_index", "delta_index")
+
+
+def _images_sha256(images: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha256(images.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).hexdigest()
+
+
+def compose_images(
+    tensors: dict[str, torch.Tensor], compose: dict[str, str], preprocessing: dict[str, Any], where: str = "set"
+) -> torch.Tensor:
+    """Rebuild the images of a composed set (see :class:`SyntheticSet` ``compose``).
+
+    Shape:
+        base: (B, C, H, W); delta: (..., C, H, W); base_index, delta_index: (N,) int; return: (N, C, H, W) float32.
+    """
+    missing = [compose.get(k) for k in _COMPOSE_KEYS if compose.get(k) not in tensors]
+    if missing:
+        raise IntegrityError(f"'{where}': compose names tensors {missing} that the file does not hold; re-create it")
+    base = tensors[compose["base"]].float()
+    delta = tensors[compose["delta"]].float().reshape(-1, *base.shape[1:])
+    bi, di = tensors[compose["base_index"]].long(), tensors[compose["delta_index"]].long()
+    if bi.shape != di.shape or bi.ndim != 1 or (bi.numel() and (bi.min() < 0 or bi.max() >= base.shape[0])):
+        raise IntegrityError(f"'{where}': compose base_index is out of range or mismatched; re-create the artifact")
+    if di.numel() and int(di.max()) >= delta.shape[0]:
+        raise IntegrityError(f"'{where}': compose delta_index is out of range; re-create the artifact")
+    mean = torch.tensor(preprocessing.get("mean") or [0.0] * base.shape[1]).reshape(1, -1, 1, 1)
+    std = torch.tensor(preprocessing.get("std") or [1.0] * base.shape[1]).reshape(1, -1, 1, 1)
+    lo, hi = (0.0 - mean) / std, (1.0 - mean) / std
+    out = base[bi].clone()
+    has = di >= 0
+    if bool(has.any()):
+        added = base[bi[has]] + delta[di[has]]
+        out[has] = torch.minimum(torch.maximum(added, lo.to(added.dtype)), hi.to(added.dtype))
+    return out
 
 
 def label_store_path(path: str | Path) -> Path:
@@ -109,6 +147,12 @@ class SyntheticSet:
         kind: "images" or "graph_summary".
         provenance: who wrote the file (condense/torch/python versions, time); filled on :meth:`load`, written anew
             by :meth:`save`.
+        compose: how ``images`` are rebuilt from smaller stored tensors (INFER: real bases + compensators), or None.
+            ``{"base", "delta", "base_index", "delta_index"}`` name entries of ``tensors``: image ``i`` is
+            ``base[base_index[i]]`` when ``delta_index[i] < 0``, else ``clamp(base[base_index[i]] +
+            delta.flatten(0, -4)[delta_index[i]])`` to the pixel box of ``preprocessing`` (normalized 0 and 1). The
+            file then holds no ``images`` tensor: :meth:`save` checks that the rebuild reproduces ``images`` bit for
+            bit and records their sha256, :meth:`load` rebuilds and verifies it.
         label_store: soft labels per (image, epoch) view (:class:`condense.labels.LabelStore`, from ``condense
             relabel``); saved beside the artifact as ``<name>.labels/``, verified on load, replayed by
             :meth:`to_dataloader` and by the ``soft_label`` evaluation (no teacher needed then).
@@ -133,6 +177,7 @@ class SyntheticSet:
     kind: str = "images"
     provenance: dict[str, Any] = field(default_factory=dict)
     label_store: Any = None
+    compose: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -186,7 +231,7 @@ class SyntheticSet:
 
     def _all_tensors(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
-        if self.images is not None:
+        if self.images is not None and self.compose is None:
             out["images"] = self.images.detach().float().cpu()
         out["labels"] = self.labels.detach().cpu()
         for k, v in self.tensors.items():
@@ -225,6 +270,14 @@ class SyntheticSet:
             sidecar_path(tpath),
             hint="pass values of that type to SyntheticSet",
         )
+        if self.compose is not None:
+            rebuilt = compose_images(self.tensors, self.compose, self.preprocessing)
+            if rebuilt.shape != self.images.shape or not torch.equal(rebuilt, self.images.detach().float().cpu()):
+                raise IntegrityError(
+                    "compose does not reproduce the images bit for bit; refusing to save a set that would load "
+                    "as other images"
+                )
+            meta["compose"] = {**self.compose, "images_sha256": _images_sha256(rebuilt)}
         if self.label_store is not None:  # the store first, so the sidecar never names a store that is not there
             self.label_store.check_images(self.images)
             ldir = label_store_path(tpath)
@@ -281,6 +334,18 @@ class SyntheticSet:
                 )
         if "labels" not in tensors:
             raise IntegrityError(f"'{tpath}' holds no 'labels' tensor; the artifact is incomplete: re-create it")
+        compose = meta.get("compose")
+        if compose is not None:
+            if not isinstance(compose, dict) or "images" in tensors:
+                raise IntegrityError(f"'{spath}': field 'compose' is {str(compose)[:80]}; re-create the artifact")
+            spec = {k: str(compose.get(k)) for k in _COMPOSE_KEYS}
+            rebuilt = compose_images(tensors, spec, meta["preprocessing"], where=str(tpath))
+            if _images_sha256(rebuilt) != compose.get("images_sha256"):
+                raise IntegrityError(
+                    f"'{tpath}': the images rebuilt from {spec['base']} and {spec['delta']} differ from the ones "
+                    "that were saved (sha256); the file cannot be trusted: re-create it"
+                )
+            tensors["images"] = rebuilt
         images = tensors.pop("images", None)
         labels = tensors.pop("labels")
         label_kind = "soft" if labels.ndim == 2 else "hard"
@@ -303,6 +368,7 @@ class SyntheticSet:
             meta=dict(meta["meta"]),
             kind=meta["kind"],
             provenance=dict(meta["provenance"]),
+            compose=None if compose is None else {k: str(compose[k]) for k in _COMPOSE_KEYS},
         )
         ref = syn.meta.pop("label_store", None)
         if ref is not None:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from condense.errors import ConfigError, MismatchError
 from condense.teachers import Teacher, load_teacher
 
-__all__ = ["missing_teacher", "mosaic", "run_teachers"]
+__all__ = ["check_recover_options", "check_same_teachers", "missing_teacher", "mosaic", "run_teachers"]
 
 
 def missing_teacher(method: str) -> ConfigError:
@@ -26,6 +26,31 @@ def missing_teacher(method: str) -> ConfigError:
         "'condense teachers train --dataset D --model convnet_bn --out DIR', then pass '--teacher DIR' "
         "(RunContext(teacher=DIR))"
     )
+
+
+def check_recover_options(method: str, run: Any, data: Any, *, flip: bool, amp: bool) -> None:
+    """What every recovering method refuses before loading anything: no teacher, ZCA data (no pixel box), a flip on
+    a no-flip dataset, bf16 autocast off CUDA."""
+    from condense.augment import check_flip_allowed
+    from condense.recover import pixel_box
+
+    if not run.teachers:
+        raise missing_teacher(method)
+    pixel_box(data)  # refuses ZCA-whitened data
+    if flip:
+        check_flip_allowed(data.name, "flip=True")
+    if amp and torch.device(run.device).type != "cuda":
+        raise ConfigError(f"amp=True needs a CUDA device, this run is on {run.device}; set amp=False")
+
+
+def check_same_teachers(saved: Any, teachers: list[Teacher]) -> None:
+    """Refuse to resume a checkpoint made with other teachers (their sha256, in order)."""
+    saved, now = list(saved or []), [t.sha256 for t in teachers]
+    if saved != now:
+        raise MismatchError(
+            f"the checkpoint was made with teachers of sha256 {saved}, this run passes {now}; pass the same "
+            "--teacher folders in the same order, or rerun with --restart"
+        )
 
 
 def run_teachers(method: str, run: Any, data: Any, *, need_batchnorm: bool) -> list[Teacher]:

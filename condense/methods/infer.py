@@ -116,7 +116,7 @@ from condense.data.base import ImageData
 from condense.errors import ConfigError, MismatchError
 from condense.labels import LabelStore, ensemble_logits, epoch_views, relabel
 from condense.methods._classwise import init_images
-from condense.methods._decoupled import missing_teacher, run_teachers
+from condense.methods._decoupled import check_recover_options, check_same_teachers, run_teachers
 from condense.methods.base import Matcher, MatchState, RunContext, register_method
 from condense.recover import RecoverAugment, Recovery, adam_, class_batches, cosine_lr, pixel_box
 from condense.synthetic import SyntheticSet
@@ -294,6 +294,31 @@ def rebuild_images(
     return torch.cat(per_class, 1).reshape(-1, *base.shape[1:])
 
 
+def compose_index(
+    base: torch.Tensor, ufc: torch.Tensor, num_classes: int, batch_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of :func:`rebuild_images` as ``SyntheticSet.compose`` indices: for each output image, its base and
+    its compensator in ``ufc.flatten(0, 1)`` (-1: the base itself).
+
+    Shape:
+        return: two (K * ipc_init * (M + 1),) int32 tensors.
+    """
+    k = int(num_classes)
+    n_init = base.shape[0] // k
+    bc, _ = _chunks(k, batch_classes)
+    groups = class_batches(k, n_init, bc, device="cpu").tolist()
+    n_u = ufc.shape[1]
+    bi, di = [], []
+    for c in range(k):
+        rows = range(c * n_init, (c + 1) * n_init)
+        bi += list(rows)
+        di += [-1] * n_init
+        for m in range(ufc.shape[0]):
+            bi += list(rows)
+            di += [m * n_u + groups[i] for i in rows]
+    return torch.tensor(bi, dtype=torch.int32), torch.tensor(di, dtype=torch.int32)
+
+
 def static_label_store(
     images: torch.Tensor,
     logits: torch.Tensor,
@@ -390,25 +415,14 @@ class INFER(Matcher):
 
     def restore_runtime(self, state: MatchState, data: ImageData, cfg: InferConfig, run: RunContext) -> None:
         teachers = self._teachers(data, cfg, run)
-        saved, now = list(state.scalars.get("teacher_sha256", [])), [t.sha256 for t in teachers]
-        if saved != now:
-            raise MismatchError(
-                f"the checkpoint was made with teachers of sha256 {saved}, this run passes {now}; pass the same "
-                "--teacher folders in the same order, or rerun with --restart"
-            )
+        check_same_teachers(state.scalars.get("teacher_sha256"), teachers)
         self._build(state, data, cfg, run, teachers)
 
     def _teachers(self, data: ImageData, cfg: InferConfig, run: RunContext) -> list[Teacher]:
         """Load and check every teacher before any step: present, same data contract, BatchNorm, pixel box."""
-        if not run.teachers:
-            raise missing_teacher(self.name)
-        pixel_box(data)  # refuses ZCA-whitened data
-        if cfg.flip:
-            check_flip_allowed(data.name, "flip=True")
+        check_recover_options(self.name, run, data, flip=cfg.flip, amp=cfg.amp)
         if cfg.label_flip == "on":
             check_flip_allowed(data.name, "label_flip='on'")
-        if cfg.amp and torch.device(run.device).type != "cuda":
-            raise ConfigError(f"amp=True needs a CUDA device, this run is on {run.device}; set amp=False")
         return run_teachers(self.name, run, data, need_batchnorm=True)
 
     def _build(self, state: MatchState, data: ImageData, cfg: InferConfig, run: RunContext, teachers: list) -> None:
@@ -503,7 +517,15 @@ class INFER(Matcher):
             )
             meta["static_label_bytes"] = int(logits.numel() * 4)
         syn = SyntheticSet.from_tensors(images, labels, data, self.name, int(state.scalars["ipc"]), cfg, meta=meta)
-        syn.tensors.update(tensors)
+        base_index, delta_index = compose_index(base, ufc, k, cfg.batch_classes)
+        syn.tensors.update({**tensors, "infer_base_index": base_index, "infer_ufc_index": delta_index})
+        # the file holds the bases and the compensators, not x + u (the paper's storage claim); load() rebuilds
+        syn.compose = {
+            "base": "infer_base",
+            "delta": "infer_ufc",
+            "base_index": "infer_base_index",
+            "delta_index": "infer_ufc_index",
+        }
         syn.label_store = store
         return syn
 

@@ -63,12 +63,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from condense.augment import check_flip_allowed
 from condense.augment.views import ViewRecipe, crop_boxes
 from condense.config import check_choice, check_range, preset
 from condense.data.base import ImageData
-from condense.errors import ConfigError, MismatchError
-from condense.methods._decoupled import missing_teacher, mosaic, run_teachers
+from condense.errors import ConfigError
+from condense.methods._decoupled import (
+    check_recover_options,
+    check_same_teachers,
+    mosaic,
+    run_teachers,
+)
 from condense.methods.base import Matcher, MatchState, RunContext, register_method
 from condense.recover import RecoverAugment, Recovery, class_batches, pixel_box
 from condense.synthetic import SyntheticSet
@@ -455,23 +459,11 @@ class NRRDD(Matcher):
 
     def restore_runtime(self, state: MatchState, data: ImageData, cfg: NRRDDConfig, run: RunContext) -> None:
         teachers = self._teachers(data, cfg, run)
-        saved = list(state.scalars.get("teacher_sha256", []))
-        now = [t.sha256 for t in teachers]
-        if saved != now:
-            raise MismatchError(
-                f"the checkpoint was made with teachers of sha256 {saved}, this run passes {now}; pass the same "
-                "--teacher folders, or rerun with --restart"
-            )
+        check_same_teachers(state.scalars.get("teacher_sha256"), teachers)
         self._build(state, data, cfg, run, teachers)
 
     def _teachers(self, data: ImageData, cfg: NRRDDConfig, run: RunContext) -> list[Teacher]:
-        if not run.teachers:
-            raise missing_teacher(self.name)
-        pixel_box(data)  # refuses ZCA-whitened data
-        if cfg.flip:
-            check_flip_allowed(data.name, "flip=True")
-        if cfg.amp and torch.device(run.device).type != "cuda":
-            raise ConfigError(f"amp=True needs a CUDA device, this run is on {run.device}; set amp=False")
+        check_recover_options(self.name, run, data, flip=cfg.flip, amp=cfg.amp)
         return run_teachers(self.name, run, data, need_batchnorm=True)
 
     def _build(self, state: MatchState, data: ImageData, cfg: NRRDDConfig, run: RunContext, teachers: list) -> None:

@@ -64,12 +64,11 @@ from typing import Any
 
 import torch
 
-from condense.augment import check_flip_allowed
 from condense.config import check_choice, check_range, preset
 from condense.data.base import ImageData
-from condense.errors import ConfigError, MismatchError
+from condense.errors import ConfigError
 from condense.methods._classwise import INIT_MODES, init_images
-from condense.methods._decoupled import missing_teacher, run_teachers
+from condense.methods._decoupled import check_recover_options, check_same_teachers, run_teachers
 from condense.methods.base import Matcher, MatchState, RunContext, register_method
 from condense.recover import RecoverAugment, Recovery, class_batches, pixel_box
 from condense.synthetic import SyntheticSet
@@ -244,29 +243,17 @@ class SRe2L(Matcher):
 
     def restore_runtime(self, state: MatchState, data: ImageData, cfg: SRe2LConfig, run: RunContext) -> None:
         teachers = self._teachers(data, cfg, run)
-        saved = list(state.scalars.get("teacher_sha256", []))
-        now = [t.sha256 for t in teachers]
-        if saved != now:
-            raise MismatchError(
-                f"the checkpoint was recovered from teachers with sha256 {saved}, this run passes {now}; pass the same "
-                "--teacher folders, or rerun with --restart"
-            )
+        check_same_teachers(state.scalars.get("teacher_sha256"), teachers)
         self._build(state, data, cfg, run, teachers)
 
     def _teachers(self, data: ImageData, cfg: SRe2LConfig, run: RunContext) -> list[Teacher]:
         """Load and check every teacher before any step: present, same data contract, BatchNorm, pixel box."""
-        if not run.teachers:
-            raise missing_teacher(self.name)
-        pixel_box(data)  # refuses ZCA-whitened data
-        if cfg.flip:
-            check_flip_allowed(data.name, "flip=True")
+        check_recover_options(self.name, run, data, flip=cfg.flip, amp=cfg.amp)
         if cfg.teacher_weights and len(cfg.teacher_weights) != len(run.teachers):
             raise ConfigError(
                 f"teacher_weights has {len(cfg.teacher_weights)} entries for {len(run.teachers)} teachers; give one "
                 "weight per --teacher or leave it empty (equal weights)"
             )
-        if cfg.amp and torch.device(run.device).type != "cuda":
-            raise ConfigError(f"amp=True needs a CUDA device, this run is on {run.device}; set amp=False")
         teachers = run_teachers(self.name, run, data, need_batchnorm=True)
         return teachers
 

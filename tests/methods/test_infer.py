@@ -67,7 +67,10 @@ def test_the_file_holds_real_bases_and_compensators(digits, digits_teacher, seco
     with safe_open(str(path), "pt") as f:
         keys = set(f.keys())
         base, ufc = f.get_tensor("infer_base"), f.get_tensor("infer_ufc")
-    assert {"infer_base", "infer_ufc", "infer_logits", "images", "labels"} == keys
+    # bases + compensators (+ the static logits and the rebuild indices), never the materialized x + u
+    assert {"infer_base", "infer_ufc", "infer_logits", "infer_base_index", "infer_ufc_index", "labels"} == keys
+    stored = sum(path.stat().st_size for _ in [0])
+    assert stored < meta["materialized_bytes"]
     assert base.shape == (k, c, h, w) and ufc.shape == (2, 1, c, h, w)
     assert meta["compact_bytes"] == (base.numel() + ufc.numel()) * 4 == 12 * 64 * 4
     assert meta["materialized_bytes"] == syn.images.numel() * 4
@@ -88,6 +91,17 @@ def test_the_file_holds_real_bases_and_compensators(digits, digits_teacher, seco
 
     loaded = SyntheticSet.load(path)
     assert torch.equal(loaded.tensors["infer_ufc"], ufc) and loaded.label_store is not None
+    assert torch.equal(loaded.images, syn.images)  # rebuilt on load, bit for bit (sha256 checked)
+    # an edited compensator no longer rebuilds the recorded images: refused
+    from safetensors.torch import load_file, save_file
+
+    from condense.errors import IntegrityError
+
+    t = load_file(str(path))
+    t["infer_ufc"] = t["infer_ufc"] + 1e-3
+    save_file(t, str(path))
+    with pytest.raises(IntegrityError):
+        SyntheticSet.load(path)
 
 
 def test_one_ufc_step_equals_the_reference_loop(digits, digits_teacher):
