@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from condense.cli import main
 
 
@@ -228,3 +230,33 @@ def test_relabel_dbr_stores_two_numbers_per_view(tmp_path: Path, capsys, digits_
         "--quiet",
     )
     assert code == 0 and _last_json(out)["label_mode"] == "dbr"
+
+
+@pytest.mark.parametrize(
+    ("method", "ipc", "extra", "teachers"),
+    [
+        ("infer", "2", ["--set", "num_iterations=5"], 2),
+        ("cvdd", "1", ["--set", "num_iterations=5", "--set", "relabel_epochs=3"], 3),
+        ("nrrdd", "1", ["--set", "num_iterations=5"], 1),
+    ],
+)
+def test_run_part_two_methods_train_their_teachers(tmp_path: Path, capsys, method, ipc, extra, teachers) -> None:
+    code, out, _ = _run(
+        capsys,
+        "run",
+        "--method",
+        method,
+        "--ipc",
+        ipc,
+        "--epochs",
+        "3",
+        "--seeds",
+        "1",
+        "--out",
+        str(tmp_path),
+        *extra,
+        "--json",
+    )
+    res = _last_json(out)
+    assert code == 0 and {"distilled_acc", "random_acc"} <= res.keys()
+    assert len(list(tmp_path.glob("digits_*_teacher"))) == teachers
