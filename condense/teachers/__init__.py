@@ -43,7 +43,8 @@ data it is declared for, and sealed like a trained one (``recipe_name`` ``"impor
 source file's name and sha256).
 
 Files: ``recipes.py`` (recipes and their augmentation), ``record.py`` (:class:`Teacher` and the file format, its
-one owner), ``train.py`` (training), ``external.py`` (imports).
+one owner), ``train.py`` (training), ``external.py`` (imports), ``ssl.py``
+(self-supervised Barlow Twins target encoders for KRR-ST, ``encoder.safetensors`` + sealed ``encoder.json``).
 
 Example:
     >>> from condense.data import load_dataset
@@ -74,9 +75,25 @@ from condense.teachers.record import (
     load_teacher,
     measure_accuracy,
 )
+from condense.teachers.ssl import (
+    Encoder,
+    EncoderRecipe,
+    barlow_twins_loss,
+    default_encoder_recipe,
+    linear_probe_accuracy,
+    load_encoder,
+    train_encoder,
+)
 from condense.teachers.train import TeacherSpec, train_teacher, train_teachers
 
 __all__ = [
+    "Encoder",
+    "EncoderRecipe",
+    "barlow_twins_loss",
+    "default_encoder_recipe",
+    "linear_probe_accuracy",
+    "load_encoder",
+    "train_encoder",
     "FORMAT",
     "FORMAT_VERSION",
     "IMPORTED",
