@@ -16,7 +16,15 @@ import torch.nn.functional as F
 from condense.errors import ConfigError, MismatchError
 from condense.teachers import Teacher, load_teacher
 
-__all__ = ["check_recover_options", "check_same_teachers", "missing_teacher", "mosaic", "run_teachers"]
+__all__ = [
+    "check_recover_options",
+    "check_same_teachers",
+    "config_recovery",
+    "missing_teacher",
+    "mosaic",
+    "recover_augment",
+    "run_teachers",
+]
 
 
 def missing_teacher(method: str) -> ConfigError:
@@ -25,6 +33,45 @@ def missing_teacher(method: str) -> ConfigError:
         f"method '{method}' needs a trained teacher and none was given; make one with "
         "'condense teachers train --dataset D --model convnet_bn --out DIR', then pass '--teacher DIR' "
         "(RunContext(teacher=DIR))"
+    )
+
+
+def recover_augment(cfg: Any) -> Any:
+    """The per-batch recover augmentation a recovering method's config describes (``rrc``, ``rrc_scale``, ``flip``,
+    ``jitter`` and, where the config has it, ``jitter_signed``)."""
+    from condense.recover import RecoverAugment
+
+    return RecoverAugment(
+        rrc=cfg.rrc,
+        rrc_scale=tuple(cfg.rrc_scale),
+        flip=cfg.flip,
+        jitter=cfg.jitter,
+        jitter_signed=bool(getattr(cfg, "jitter_signed", False)),
+    )
+
+
+def config_recovery(
+    cfg: Any, teachers: Any, images: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, *, lr: float, **extra
+) -> Any:
+    """A :class:`condense.recover.Recovery` with the fields every recovering config shares (``num_iterations``,
+    ``adam_betas``, ``r_bn``, ``first_bn_multiplier``, the augmentation, ``batch_groups``, ``amp``); ``lr`` and the
+    method's own options (box, mask, teacher weights, Adam moments) are passed by the method."""
+    from condense.recover import Recovery
+
+    return Recovery(
+        teachers,
+        images,
+        labels,
+        groups,
+        num_iterations=cfg.num_iterations,
+        lr=lr,
+        betas=tuple(cfg.adam_betas),
+        r_bn=cfg.r_bn,
+        first_bn_multiplier=cfg.first_bn_multiplier,
+        augment=recover_augment(cfg),
+        batch_groups=cfg.batch_groups,
+        amp=cfg.amp,
+        **extra,
     )
 
 

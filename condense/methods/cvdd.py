@@ -105,9 +105,9 @@ from condense.data.base import ImageData
 from condense.errors import ConfigError, MismatchError
 from condense.labels import LabelStore, ensemble_logits, images_sha256, relabel
 from condense.methods._classwise import INIT_MODES, init_images
-from condense.methods._decoupled import check_recover_options, check_same_teachers, run_teachers
+from condense.methods._decoupled import check_recover_options, check_same_teachers, config_recovery, run_teachers
 from condense.methods.base import Matcher, MatchState, RunContext, register_method
-from condense.recover import RecoverAugment, Recovery, class_batches, pixel_box
+from condense.recover import class_batches, pixel_box
 from condense.synthetic import SyntheticSet
 from condense.teachers import Teacher
 
@@ -196,10 +196,6 @@ class CVDDConfig:
         check_range("relabel_epochs", self.relabel_epochs, 0)
         check_range("batch_relabel", self.batch_relabel, 1)
         check_choice("relabel_precision", self.relabel_precision, ("fp16", "fp32"))
-
-    def augment(self) -> RecoverAugment:
-        """The per-batch recover augmentation these settings describe."""
-        return RecoverAugment(rrc=self.rrc, rrc_scale=tuple(self.rrc_scale), flip=self.flip, jitter=self.jitter)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -515,21 +511,15 @@ class CVDD(Matcher):
             idx = torch.isin(slot_of, mine).nonzero().squeeze(1)
             _, groups = torch.unique(groups_all[idx], return_inverse=True)  # 0..G-1, in SRe2L batch order
             weights = self._weights(cfg, [priors[j] for j in committee], cfg.temperature_recover)
-            rec = Recovery(
+            rec = config_recovery(
+                cfg,
                 [teachers[j] for j in committee],
                 t["images"][idx].clone(),
                 t["labels"][idx],
                 groups,
-                num_iterations=cfg.num_iterations,
                 lr=cfg.lr_img,
-                betas=tuple(cfg.adam_betas),
-                r_bn=cfg.r_bn,
-                first_bn_multiplier=cfg.first_bn_multiplier,
                 teacher_weights=weights,
-                augment=cfg.augment(),
                 box=pixel_box(data),
-                batch_groups=cfg.batch_groups,
-                amp=cfg.amp,
             )
             parts.append({"committee": list(committee), "weights": weights, "idx": idx, "recovery": rec})
         relabel_weights = self._weights(cfg, priors, cfg.temperature_relabel)

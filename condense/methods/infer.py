@@ -116,9 +116,9 @@ from condense.data.base import ImageData
 from condense.errors import ConfigError, MismatchError
 from condense.labels import LabelStore, ensemble_logits, epoch_views, relabel
 from condense.methods._classwise import init_images
-from condense.methods._decoupled import check_recover_options, check_same_teachers, run_teachers
+from condense.methods._decoupled import check_recover_options, check_same_teachers, config_recovery, run_teachers
 from condense.methods.base import Matcher, MatchState, RunContext, register_method
-from condense.recover import RecoverAugment, Recovery, adam_, class_batches, cosine_lr, pixel_box
+from condense.recover import adam_, class_batches, cosine_lr, pixel_box
 from condense.synthetic import SyntheticSet
 from condense.teachers import Teacher
 
@@ -169,10 +169,6 @@ class InferConfig:
         check_range("label_mix_alpha", self.label_mix_alpha, 0.0, lo_open=True)
         check_choice("label_flip", self.label_flip, ("auto", "on", "off"))
         check_range("label_seed", self.label_seed, 0)
-
-    def augment(self) -> RecoverAugment:
-        """The per-batch augmentation of the UFC optimization."""
-        return RecoverAugment(rrc=self.rrc, rrc_scale=tuple(self.rrc_scale), flip=self.flip, jitter=self.jitter)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -432,19 +428,13 @@ class INFER(Matcher):
         groups = class_batches(k, n_init, bc, device=t["base"].device)
         # one Recovery per teacher m: the images x + u_m, one group per (slot, class chunk), teacher m alone
         recoveries = [
-            Recovery(
+            config_recovery(
+                cfg,
                 [teacher],
                 t["base"].clone(),
                 t["base_labels"],
                 groups,
-                num_iterations=cfg.num_iterations,
                 lr=cfg.lr_ufc,
-                betas=tuple(cfg.adam_betas),
-                r_bn=cfg.r_bn,
-                first_bn_multiplier=cfg.first_bn_multiplier,
-                augment=cfg.augment(),
-                batch_groups=cfg.batch_groups,
-                amp=cfg.amp,
             )
             for teacher in teachers
         ]

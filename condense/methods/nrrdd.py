@@ -70,11 +70,12 @@ from condense.errors import ConfigError
 from condense.methods._decoupled import (
     check_recover_options,
     check_same_teachers,
+    config_recovery,
     mosaic,
     run_teachers,
 )
 from condense.methods.base import Matcher, MatchState, RunContext, register_method
-from condense.recover import RecoverAugment, Recovery, class_batches, pixel_box
+from condense.recover import Recovery, class_batches, pixel_box
 from condense.synthetic import SyntheticSet
 from condense.teachers import Teacher
 
@@ -150,9 +151,6 @@ class NRRDDConfig:
 
     def factor_for(self, size: int) -> int:
         return self.factor if self.factor is not None else (1 if size <= 32 else 2)
-
-    def augment(self) -> RecoverAugment:
-        return RecoverAugment(rrc=self.rrc, rrc_scale=tuple(self.rrc_scale), flip=self.flip, jitter=self.jitter)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -469,21 +467,15 @@ class NRRDD(Matcher):
     def _build(self, state: MatchState, data: ImageData, cfg: NRRDDConfig, run: RunContext, teachers: list) -> None:
         t = state.tensors
         k, ipc = data.num_classes, int(state.scalars["ipc"])
-        recovery = Recovery(
+        recovery = config_recovery(
+            cfg,
             teachers,
             t["images"],
             t["labels"],
             class_batches(k, ipc, cfg.batch_classes, device=t["images"].device),
-            num_iterations=cfg.num_iterations,
             lr=cfg.lr_img,
-            betas=tuple(cfg.adam_betas),
-            r_bn=cfg.r_bn,
-            first_bn_multiplier=cfg.first_bn_multiplier,
-            augment=cfg.augment(),
             box=pixel_box(data),
             mask=t["mask"],
-            batch_groups=cfg.batch_groups,
-            amp=cfg.amp,
             exp_avg=t["exp_avg"],
             exp_avg_sq=t["exp_avg_sq"],
         )

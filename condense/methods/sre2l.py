@@ -68,9 +68,9 @@ from condense.config import check_choice, check_range, preset
 from condense.data.base import ImageData
 from condense.errors import ConfigError
 from condense.methods._classwise import INIT_MODES, init_images
-from condense.methods._decoupled import check_recover_options, check_same_teachers, run_teachers
+from condense.methods._decoupled import check_recover_options, check_same_teachers, config_recovery, run_teachers
 from condense.methods.base import Matcher, MatchState, RunContext, register_method
-from condense.recover import RecoverAugment, Recovery, class_batches, pixel_box
+from condense.recover import Recovery, class_batches, pixel_box
 from condense.synthetic import SyntheticSet
 from condense.teachers import Teacher
 
@@ -114,16 +114,6 @@ class SRe2LConfig:
             check_range(f"teacher_weights[{i}]", w, 0.0)
         if self.teacher_weights and sum(self.teacher_weights) <= 0:
             raise ConfigError(f"teacher_weights must not all be 0, got {self.teacher_weights}")
-
-    def augment(self) -> RecoverAugment:
-        """The per-batch augmentation these settings describe."""
-        return RecoverAugment(
-            rrc=self.rrc,
-            rrc_scale=tuple(self.rrc_scale),
-            flip=self.flip,
-            jitter=self.jitter,
-            jitter_signed=self.jitter_signed,
-        )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -260,21 +250,15 @@ class SRe2L(Matcher):
     def _build(self, state: MatchState, data: ImageData, cfg: SRe2LConfig, run: RunContext, teachers: list) -> None:
         t = state.tensors
         k, ipc = data.num_classes, int(state.scalars["ipc"])
-        recovery = Recovery(
+        recovery = config_recovery(
+            cfg,
             teachers,
             t["images"],
             t["labels"],
             class_batches(k, ipc, cfg.batch_classes, device=t["images"].device),
-            num_iterations=cfg.num_iterations,
             lr=cfg.lr_img,
-            betas=tuple(cfg.adam_betas),
-            r_bn=cfg.r_bn,
-            first_bn_multiplier=cfg.first_bn_multiplier,
             teacher_weights=list(cfg.teacher_weights) or None,
-            augment=cfg.augment(),
             box=pixel_box(data),
-            batch_groups=cfg.batch_groups,
-            amp=cfg.amp,
             exp_avg=t["exp_avg"],
             exp_avg_sq=t["exp_avg_sq"],
         )
