@@ -85,7 +85,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch (default: torch's)")
 
 
-def _eval_opts(p: argparse.ArgumentParser, seeds: int = 5, epochs: int | None = None) -> None:
+def _class_split_opt(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--class-split",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="use the source half of a seeded class split (condense.eval.class_split) instead of the whole dataset",
+    )
+
+
+def _eval_opts(p: argparse.ArgumentParser, seeds: int = 5, epochs: int | None = None, epochs_note: str = "") -> None:
     p.add_argument(
         "--models",
         type=_models_arg,
@@ -100,6 +110,7 @@ def _eval_opts(p: argparse.ArgumentParser, seeds: int = 5, epochs: int | None = 
         default=epochs,
         help="training epochs (default: "
         + (str(epochs) if epochs else "the protocol's: 1000 for images, 100 for graphs")
+        + epochs_note
         + ")",
     )
     p.add_argument(
@@ -155,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a method config field")
     p.add_argument("--experts", type=_positive_int, default=None, help="experts to record for trajectory methods")
     p.add_argument("--expert-epochs", type=_positive_int, default=None, help="epochs per expert")
-    _eval_opts(p, seeds=3, epochs=300)
+    _eval_opts(p, seeds=3, epochs=300, epochs_note="; krr_st: the transfer protocol's pre-training epochs, 1000")
+    p.set_defaults(epochs=None)  # 300, or the transfer protocol's pre-training epochs for krr_st (cmd_run)
     _common(p)
 
     p = sub.add_parser(
@@ -214,7 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--method", required=True)
     p.add_argument("--dataset", required=True)
-    p.add_argument("--ipc", type=_positive_int, required=True)
+    p.add_argument("--ipc", type=_positive_int, default=None, help="images per class (required unless --images)")
+    p.add_argument(
+        "--images",
+        type=_positive_int,
+        default=None,
+        help="a budget of N images in total, not per class (methods whose budget is 'total': krr_st)",
+    )
+    _class_split_opt(p)
     p.add_argument("--buffer", default=None, help="expert buffer directory (trajectory matchers)")
     p.add_argument(
         "--teacher",
@@ -288,6 +307,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true", help="replace a teacher already in --out")
     _common(t)
     t = tsub.add_parser(
+        "encoder",
+        help="train a self-supervised (Barlow Twins) target encoder for KRR-ST, saved with its linear-probe accuracy",
+        description="Train a Barlow Twins encoder on the training images (labels unused; flips only where the "
+        "dataset allows them) and write DIR/encoder.safetensors + DIR/encoder.json with its data contract and the "
+        "linear-probe accuracy measured at save time. Pass it to 'condense distill --method krr_st --teacher DIR'.",
+    )
+    t.add_argument("--dataset", required=True)
+    t.add_argument("--model", default="convnet_bn", help="backbone with embed(): a ConvNet or ResNet (convnet_bn)")
+    t.add_argument("--epochs", type=_positive_int, default=30, help="training epochs (30)")
+    _class_split_opt(t)
+    t.add_argument("--zca", action="store_true", help="ZCA-whiten the data (eps 0.1; recorded and then required)")
+    t.add_argument(
+        "--model-arg", action="append", default=[], metavar="KEY=VALUE", help="model builder argument, e.g. width=64"
+    )
+    t.add_argument("--out", required=True, help="encoder folder (DIR/encoder.safetensors + DIR/encoder.json)")
+    t.add_argument("--force", action="store_true", help="replace an encoder already in --out")
+    _common(t)
+    t = tsub.add_parser(
         "import",
         help="turn a checkpoint trained elsewhere into a condense teacher (measured on the dataset)",
         description="Load a state dict (safetensors, or torch.save read with weights_only=True; 'module.' "
@@ -298,6 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", required=True, help="condense architecture of the checkpoint, e.g. resnet18_bn")
     t.add_argument("--checkpoint", required=True, help="a .safetensors or torch.save file holding a state dict")
     t.add_argument("--key", default=None, help="entry holding the state dict (default: found, e.g. 'state_dict')")
+    t.add_argument(
+        "--encoder",
+        action="store_true",
+        help="import a self-supervised backbone as a KRR-ST target encoder (DIR/encoder.*; probed, not scored)",
+    )
     t.add_argument("--zca", action="store_true", help="ZCA-whiten the data (eps 0.1)")
     t.add_argument(
         "--model-arg", action="append", default=[], metavar="KEY=VALUE", help="model builder argument, e.g. width=32"
@@ -348,6 +390,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="artifact (.safetensors or its .json sidecar)")
     p.add_argument("--dataset", required=True)
     p.add_argument("--zca", action="store_true", help="ZCA-whiten the real data (must match the artifact)")
+    _class_split_opt(p)
+    p.add_argument(
+        "--target",
+        default=None,
+        metavar="TASK",
+        help="transfer protocol (KRR-ST sets): the task to fine-tune on: 'split' (the other half of --class-split), "
+        "'few_labels:N' (N labeled images per class of the dataset), or a dataset name",
+    )
+    p.add_argument(
+        "--protocol-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the protocol, e.g. finetune_iterations=500 (transfer) or lr=0.01",
+    )
     _eval_opts(p)
     _common(p)
 
@@ -372,6 +429,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["imagefolder", "npz"], default="imagefolder")
     p.add_argument("--out", required=True, help="a folder (imagefolder; npz: NAME.npz inside), or a file NAME.npz")
     p.add_argument("--force", action="store_true", help="replace existing files at --out")
+
+    # condense report (condense/bench/report.py)
+    p = sub.add_parser(
+        "report",
+        help="tables, CSV, HTML and plots from 'condense bench' results",
+        description="Markdown table (mean ± std, best in bold, † where a method does not beat random real), "
+        "results.csv, a self-contained report.html and PNG plots (matplotlib: pip install 'condense-dd[plots]').",
+    )
+    p.add_argument("results", nargs="+", metavar="RESULTS.jsonl", help="results files written by 'condense bench'")
+    p.add_argument("--out", required=True, metavar="DIR", help="report folder")
+    p.add_argument("--models", type=_models_arg, default=None, help="report only these evaluation models (a,b)")
+    p.add_argument("--no-plots", action="store_true", help="write no PNGs (tables, CSV and HTML only)")
+    p.add_argument("--force", action="store_true", help="replace a report already in --out")
+    # condense import (condense/published.py)
+    p = sub.add_parser(
+        "import",
+        help="read a published distilled set (DC/DSA/DM, MTT, FTD, DATM, SRe2L, RDED, ImageFolder, npz)",
+        description="Read the files a method's authors publish into a condense artifact, checked against the "
+        "dataset and recorded with their sha256; tensor files are read with torch.load(weights_only=True) only.",
+    )
+    p.add_argument(
+        "path",
+        help="res_*.pt (DC/DSA/DM), a run folder or images_<it>.pt (MTT/FTD/DATM), an "
+        "ImageFolder (SRe2L/RDED/imagefolder) or a .npz",
+    )
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=["dc", "dsa", "dm", "mtt", "ftd", "datm", "sre2l", "rded", "imagefolder", "npz"],
+    )
+    p.add_argument("--dataset", required=True)
+    p.add_argument(
+        "--zca",
+        action="store_true",
+        help="load the dataset ZCA-whitened: MTT/FTD/DATM sets made with --zca live there; pixels are whitened",
+    )
+    p.add_argument("--ipc", type=_positive_int, default=None, help="images per class (ImageFolders: the first N)")
+    p.add_argument("--it", default=None, metavar="ITER", help="MTT/FTD/DATM iteration (images_ITER.pt; default best)")
+    p.add_argument("--exp", type=_int_at_least(0, "an integer >= 0"), default=0, help="DC/DSA/DM experiment (0)")
+    p.add_argument("--ema", action="store_true", help="FTD: the EMA images (ema_images_*.pt)")
+    p.add_argument("--lr", type=float, default=None, help="MTT/FTD learned lr (their code saves none)")
+    p.add_argument("--model", default=None, help="the architecture it was distilled with (evaluation's default)")
+    p.add_argument("--method", default=None, help="method name to record (imagefolder/npz default: imported)")
+    p.add_argument("--no-space-check", action="store_true", help="skip the value-space statistics check")
+    p.add_argument("--out", required=True, help="new artifact NAME; writes NAME.safetensors and NAME.json")
+    p.add_argument("--force", action="store_true", help="replace an existing artifact at --out")
+    _common(p)
     return parser
 
 
@@ -473,6 +577,54 @@ def _check_model_name(name: str) -> None:
 
 
 def _load(args: argparse.Namespace):
+    data = _whole_dataset(args)
+    if getattr(args, "class_split", None) is not None:
+        from condense.eval.transfer import class_split
+
+        data = class_split(data, args.class_split)[0]
+    return data
+
+
+def _protocol_with(args: argparse.Namespace, syn: Any) -> Any:
+    """``--protocol-set``: the protocol (``--protocol``, else the set's recorded one with the fields its preset
+    records) with the given fields replaced, parsed by their types."""
+    from condense.config import parse_overrides
+    from condense.eval.protocol import DEFAULT_PROTOCOLS, get_protocol
+
+    recorded = syn.meta.get("eval") if isinstance(syn.meta.get("eval"), dict) else {}
+    name = (
+        args.protocol or recorded.get("protocol") or DEFAULT_PROTOCOLS[syn.kind if syn.kind == "images" else "graphs"]
+    )
+    base = get_protocol(name)
+    fields = set(base.to_dict()) if hasattr(base, "to_dict") else set()
+    extras = (
+        {k: v for k, v in recorded.items() if k in fields and k != "name"} if name == recorded.get("protocol") else {}
+    )
+    return base.replace(**{**extras, **parse_overrides(type(base), args.protocol_set)})
+
+
+def _target(args: argparse.Namespace, data: Any) -> Any:
+    """``condense eval --target``: the task a transfer-protocol set is fine-tuned on."""
+    from condense.eval.transfer import class_split, few_labels
+
+    spec = args.target
+    if spec == "split":
+        if args.class_split is None:
+            raise ConfigError("--target split fine-tunes on the other half of --class-split SEED; pass --class-split")
+        full = _whole_dataset(args)
+        return class_split(full, args.class_split)[1]
+    if spec.startswith("few_labels:"):
+        n = spec.removeprefix("few_labels:")
+        if not n.isdigit() or int(n) < 1:
+            raise ConfigError(f"--target few_labels:N needs a positive integer N, got {spec!r}")
+        return few_labels(data, int(n))
+    from condense.data import load_dataset
+
+    return load_dataset(spec, args.data_root)
+
+
+def _whole_dataset(args: argparse.Namespace) -> Any:
+    """The whole dataset of ``args`` (no class split), with its ZCA setting."""
     from condense.data import load_dataset
 
     kwargs = {"zca": True, "zca_device": _device(args.device)} if getattr(args, "zca", False) else {}
@@ -621,9 +773,16 @@ def _teacher_out(out: Path, force: bool) -> None:
 
 
 def cmd_teachers(args: argparse.Namespace) -> int:
-    actions = {"train": _teachers_train, "import": _teachers_import, "show": _teachers_show}
+    actions = {
+        "train": _teachers_train,
+        "encoder": _teachers_encoder,
+        "import": _teachers_import,
+        "show": _teachers_show,
+    }
     if args.teachers_command is None:
-        raise ConfigError("condense teachers: name an action: 'condense teachers train|import|show ...' (see --help)")
+        raise ConfigError(
+            "condense teachers: name an action: 'condense teachers train|encoder|import|show ...' (see --help)"
+        )
     return actions[args.teachers_command](args)
 
 
@@ -686,9 +845,41 @@ def _teachers_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _encoder_out(out: Path, force: bool) -> None:
+    from condense.teachers import ENCODER_JSON_FILE, ENCODER_TENSOR_FILE
+
+    for q in (out / ENCODER_TENSOR_FILE, out / ENCODER_JSON_FILE):
+        if q.exists() and not force:
+            raise OutputExistsError(f"--out: '{out}' already holds an encoder ('{q.name}'); pass --force to replace it")
+
+
+def _teachers_encoder(args: argparse.Namespace) -> int:
+    out = _folder_arg("--out", args.out, "an encoder folder (DIR/encoder.safetensors + DIR/encoder.json)")
+    _encoder_out(out, args.force)
+    device = _device(args.device)
+    _check_model_name(args.model)
+    model_kwargs = _model_kwargs(args.model_arg)
+    data = _load(args)
+    _probe_model(args.model, data, model_kwargs)
+    from condense.teachers import train_encoder
+
+    t0 = time.perf_counter()
+    enc = train_encoder(data, args.model, args.epochs, out, model_kwargs=model_kwargs, seed=args.seed, device=device)
+    if not args.quiet:
+        print(
+            f"trained a Barlow Twins {enc.model} encoder on {enc.dataset} ({enc.epochs} epochs, {enc.feature_dim}-d "
+            f"features): linear probe {100 * enc.probe_accuracy:.2f} % -> {out} ({time.perf_counter() - t0:.1f}s)"
+        )
+    return 0
+
+
 def _teachers_import(args: argparse.Namespace) -> int:
-    out = _folder_arg("--out", args.out, "a teacher folder (DIR/teacher.safetensors + DIR/teacher.json)")
-    _teacher_out(out, args.force)
+    if args.encoder:
+        out = _folder_arg("--out", args.out, "an encoder folder (DIR/encoder.safetensors + DIR/encoder.json)")
+        _encoder_out(out, args.force)
+    else:
+        out = _folder_arg("--out", args.out, "a teacher folder (DIR/teacher.safetensors + DIR/teacher.json)")
+        _teacher_out(out, args.force)
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
         raise DataNotFoundError(f"--checkpoint '{checkpoint}' is not a file (a .safetensors or torch.save file)")
@@ -697,6 +888,18 @@ def _teachers_import(args: argparse.Namespace) -> int:
     model_kwargs = _model_kwargs(args.model_arg)
     data = _load(args)
     _probe_model(args.model, data, model_kwargs)
+    if args.encoder:
+        from condense.teachers import import_encoder
+
+        enc = import_encoder(
+            checkpoint, args.model, data, out, model_kwargs=model_kwargs or None, key=args.key, device=device
+        )
+        if not args.quiet:
+            print(
+                f"imported {checkpoint.name} as a {enc.model} target encoder on {enc.dataset} ({enc.feature_dim}-d "
+                f"features): linear probe {100 * enc.probe_accuracy:.2f} % -> {out}"
+            )
+        return 0
     from condense.teachers import import_teacher
 
     teacher = import_teacher(
@@ -710,9 +913,53 @@ def _teachers_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _teachers_show(args: argparse.Namespace) -> int:
-    from condense.teachers import load_teacher
+def _encoder_show(args: argparse.Namespace) -> int:
+    from condense.teachers import load_encoder
 
+    e = load_encoder(args.path)
+    record = {
+        "path": str(e.path),
+        "kind": "encoder",
+        "model": e.model,
+        "model_kwargs": e.model_kwargs,
+        "input_shape": e.input_shape,
+        "dataset": e.dataset,
+        "fingerprint": e.fingerprint,
+        "classes": e.classes,
+        "preprocessing": e.preprocessing,
+        "recipe": e.recipe,
+        "epochs": e.epochs,
+        "seed": e.seed,
+        "feature_dim": e.feature_dim,
+        "probe_accuracy": e.probe_accuracy,
+        "sha256": e.sha256,
+    }
+    if args.json:
+        print(json.dumps(record, allow_nan=False))
+        return 0
+    kwargs = ", ".join(f"{k}={v!r}" for k, v in e.model_kwargs.items())
+    print(
+        "\n".join(
+            [
+                f"encoder      {e.path} (self-supervised target model for KRR-ST)",
+                f"architecture {e.model}({kwargs}) on {'x'.join(map(str, e.input_shape))}, {e.feature_dim}-d features",
+                f"dataset      {e.dataset} (fingerprint {e.fingerprint[:16]}), {len(e.classes)} classes",
+                f"recipe       {', '.join(f'{k}={v}' for k, v in e.recipe.items())}",
+                f"training     {e.epochs} epochs, seed {e.seed}",
+                f"probe        {100 * e.probe_accuracy:.2f} % linear-probe top-1 on the test split",
+                f"sha256       {e.sha256} (encoder.safetensors)",
+            ]
+        )
+    )
+    return 0
+
+
+def _teachers_show(args: argparse.Namespace) -> int:
+    from condense.teachers import ENCODER_JSON_FILE, load_teacher
+
+    folder = Path(args.path)
+    if (folder / ENCODER_JSON_FILE).is_file() or folder.name.startswith("encoder."):
+        return _encoder_show(args)
     t = load_teacher(args.path)
     record = {
         "path": str(t.path),
@@ -872,10 +1119,19 @@ def cmd_distill(args: argparse.Namespace) -> int:
             "'condense experts ...')"
         )
     if getattr(method, "needs_teacher", False) and not args.teacher:
+        make = "train" if method.teacher_kind == "classifier" else "encoder"
         raise ConfigError(
-            f"method '{args.method}' starts from a trained teacher: pass --teacher DIR (train one with "
-            f"'condense teachers train --dataset {args.dataset} --model convnet_bn --out DIR')"
+            f"method '{args.method}' starts from a trained {'teacher' if make == 'train' else 'target encoder'}: "
+            f"pass --teacher DIR (make one with 'condense teachers {make} --dataset {args.dataset} --model "
+            "convnet_bn --out DIR')"
         )
+    if args.images is not None and method.budget != "total":
+        raise ConfigError(
+            f"--images N is a total budget, read by methods whose budget is 'total' (krr_st); '{args.method}' "
+            "distills --ipc images per class"
+        )
+    if args.ipc is None and args.images is None:
+        raise ConfigError("pass --ipc N (images per class), or --images N (a total budget; krr_st)")
     teachers = [_teacher_arg(t) for t in args.teacher or ()]
     tensors, sidecar = _artifact_paths(args.out, args.force)
     default_work = tensors.with_name(tensors.stem + "_work")
@@ -891,6 +1147,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
         method.resolve_config(args.preset, overrides)
     data = _load(args)
     t0 = time.perf_counter()
+    if args.images is not None:  # a total budget: num_images = N; the set's ipc is N per class, rounded down
+        args.set = [*args.set, f"num_images={args.images}"]
+        args.ipc = args.ipc or max(1, args.images // data.num_classes)
     syn = _distill(args, data, args.method, args.ipc, work, buffer, device, teachers)
     _artifact_paths(str(tensors), args.force)  # another process may have written it meanwhile
     path = syn.save(tensors)
@@ -910,7 +1169,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if syn.preprocessing.get("zca") and not args.zca:
         args.zca = True  # the set lives in ZCA space: the real test images must be whitened the same way
     data = _load(args)
-    row = evaluate(syn, data, **_eval_kwargs(args, device))
+    kw = _eval_kwargs(args, device)
+    if args.target is not None:
+        kw["target"] = _target(args, data)
+    if args.protocol_set:
+        kw["protocol"] = _protocol_with(args, syn)
+    row = evaluate(syn, data, **kw)
+    if row.get("protocol") == "transfer":
+        first = next(iter(row["accuracy"]))
+        lines = [f"transfer to {row['target']['dataset']} ({len(row['target']['classes'])} classes), {first}:"]
+        for name, key in (
+            ("pre-trained on the set", "accuracy"),
+            ("no pre-training", "scratch"),
+            ("random real, same objective", "random_real"),
+            ("random real, labels", "random_real_labels"),
+        ):
+            if row.get(key):
+                lines.append(f"  {name:<28} {_pct(row[key][first])}")
+        _print_result(args, row, lines)
+        return 0
     row.setdefault("dataset", args.dataset)
     row.setdefault("ipc", syn.ipc)
     _print_result(args, row, _acc_lines(row, f"{syn.method} ipc {syn.ipc}"))
@@ -1003,6 +1280,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     data = _load(args)
     artifact, sidecar = _artifact_paths(str(out / f"{data.name}_{method}_ipc{args.ipc}.safetensors"), args.force)
     kw = _eval_kwargs(args, device)
+    if kw["epochs"] is None:  # --epochs' default: 300; a self-supervised method's transfer protocol keeps its own
+        kw["epochs"] = None if get_method(method).teacher_kind == "encoder" else 300
     res = run_demo(
         data,
         method,
@@ -1023,6 +1302,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     lines = [
         *(f"distilled ({method}) {m}: {_pct(a)}" for m, a in res["distilled"].items()),
         *(f"random real     {m}: {_pct(a)}" for m, a in res["random"].items()),
+        *(f"no pre-training {m}: {_pct(a)}" for m, a in (res.get("scratch") or {}).items()),
         f"artifact: {res['artifact']} and {sidecar}  ({res['seconds']:.0f}s)",
     ]
     _print_result(args, res, lines)
@@ -1060,6 +1340,43 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from condense.bench.report import write_report
+
+    written = write_report(args.results, args.out, models=args.models, plots=not args.no_plots, force=args.force)
+    pngs = sum(name.endswith(".png") for name in written)
+    print(f"wrote {written['report.md']}, {written['results.csv']}, {written['report.html']} and {pngs} PNGs")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from condense.published import TRAJECTORY_FORMATS, describe, import_published
+
+    tensors, sidecar = _artifact_paths(args.out, args.force)
+    if args.model is not None:
+        _check_model_name(args.model)
+    it = None if args.it in (None, "best") else (int(args.it) if str(args.it).isdigit() else args.it)
+    data = _whole_dataset(args)
+    syn = import_published(
+        args.path,
+        args.format,
+        data,
+        ipc=args.ipc,
+        zca=True if args.zca and args.format in TRAJECTORY_FORMATS else None,
+        it=it,
+        exp=args.exp,
+        ema=args.ema,
+        lr=args.lr,
+        model=args.model,
+        method=args.method,
+        check_space=not args.no_space_check,
+    )
+    path = syn.save(tensors)
+    print(f"read {args.format} set '{syn.meta['imported']['source']}': {describe(syn)}")
+    print(f"saved {path} and {sidecar}")
+    return 0
+
+
 COMMANDS = {
     "datasets": cmd_list,
     "models": cmd_list,
@@ -1073,6 +1390,8 @@ COMMANDS = {
     "baseline": cmd_baseline,
     "show": cmd_show,
     "export": cmd_export,
+    "import": cmd_import,
+    "report": cmd_report,
 }
 
 

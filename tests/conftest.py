@@ -53,3 +53,13 @@ def digits_teacher(digits, tmp_path_factory) -> Path:
         digits, spec["model"], spec["epochs"], out, recipe=spec["recipe"], model_kwargs=spec["model_kwargs"], quiet=True
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def digits_encoder(digits, tmp_path_factory) -> Path:
+    """A small Barlow Twins target encoder on digits (KRR-ST's ``teacher_kind = "encoder"``), trained once."""
+    from condense.teachers import train_encoder
+
+    out = tmp_path_factory.mktemp("encoders") / "digits_bt"
+    train_encoder(digits, "convnet_bn", 2, out, model_kwargs={"width": 16, "depth": 2})
+    return out

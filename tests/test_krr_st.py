@@ -1,9 +1,9 @@
 """KRR-ST (Lee et al., ICLR 2024): the Barlow Twins encoder format, the kernel-ridge head, the method, the transfer
 protocol.
 
-``condense.methods.krr_st`` is imported inside fixtures, never at module level: importing it registers the method,
-and the contract tests (``tests/methods/test_contract.py``, ``test_run_safety.py``) read the registry when they are
-collected; KRR-ST does not fit their per-class budget and supervised teacher (see the module docstring).
+KRR-ST is registered like every method, so the contract tests (``tests/methods/test_contract.py``,
+``test_run_safety.py``) run it too, with the ``digits_encoder`` fixture (its ``teacher_kind`` is ``"encoder"``) and
+its ``budget = "total"`` (m images drawn without regard to class). This file tests what is specific to it.
 """
 
 from __future__ import annotations
@@ -142,7 +142,8 @@ def test_distill_gives_m_images_with_stored_representations(krr, digits, encoder
     syn = _distill(krr, digits, encoder_dir)
     d = load_encoder(encoder_dir).feature_dim
     assert syn.images.shape == (20, 1, 8, 8) and syn.tensors["krr_targets"].shape == (20, d)
-    assert syn.meta["eval"] == {"protocol": "transfer"} and syn.meta["encoder"]["feature_dim"] == d
+    assert syn.meta["eval"]["protocol"] == "transfer" and syn.meta["encoder"]["feature_dim"] == d
+    assert syn.meta["eval"]["finetune_iterations"] == 500  # the digits preset sizes its transfer protocol
     loaded = SyntheticSet.load(syn.save(tmp_path / "krr.safetensors"))
     assert torch.equal(loaded.tensors["krr_targets"], syn.tensors["krr_targets"])
     assert torch.equal(loaded.images, syn.images)
@@ -265,3 +266,107 @@ def test_transfer_rows(krr, digits):
     for r in rows:
         assert len(r["accuracies"]) == 2 and all(0.0 <= a <= 1.0 for a in r["accuracies"])
     assert rows[1]["num_images"] == 0 and rows[0]["num_images"] == 20
+
+
+def test_evaluate_routes_a_krr_set_to_the_transfer_protocol(krr, digits, tmp_path):
+    from condense.eval import evaluate
+    from condense.eval.transfer import TransferProtocol, class_split
+    from condense.methods import RunContext, distill
+    from condense.teachers import train_encoder
+
+    src, tgt = class_split(digits, 1)
+    train_encoder(src, "convnet_bn", 1, tmp_path / "enc", model_kwargs=ENC_KW)
+    syn = distill("krr_st", src, ipc=2, overrides=TINY, run=RunContext(quiet=True, teacher=tmp_path / "enc"))
+    syn = SyntheticSet.load(syn.save(tmp_path / "krr.safetensors"))  # the encoder is found through the artifact
+    proto = TransferProtocol(width=16, depth=2, finetune_iterations=3, batch_finetune=32)
+    row = evaluate(syn, src, protocol=proto, target=tgt, seeds=1, epochs=2)
+    assert row["protocol"] == "transfer" and row["label_kind"] == "representations" and row["num_images"] == 20
+    assert row["target"]["classes"] == list(tgt.classes)
+    for key in ("accuracy", "scratch", "random_real", "random_real_labels"):
+        assert 0.0 <= row[key]["convnet_bn"]["mean"] <= 1.0, key
+    with pytest.raises(ConfigError, match="target="):
+        evaluate(syn, src, protocol=proto, seeds=1)
+    with pytest.raises(ConfigError, match="transfer protocol only"):
+        evaluate(syn, src, protocol="classic", target=tgt, seeds=1, epochs=1)
+
+
+def test_precomputed_targets_read_the_encoder_once(krr, digits, encoder_dir, monkeypatch):
+    from condense.teachers.ssl import Encoder
+
+    calls = []
+    real = Encoder.features
+
+    def counting(self, x):
+        calls.append(len(x))
+        return real(self, x)
+
+    monkeypatch.setattr(Encoder, "features", counting)
+    _distill(krr, digits, encoder_dir)  # TINY: 3 outer steps
+    assert calls == [20, 32, 32, 32]  # init Y_s = g(X_s), then y_r = g(A(x_r)) every step
+    calls.clear()
+    from condense.methods import RunContext, distill
+
+    syn = distill(
+        "krr_st",
+        digits,
+        ipc=2,
+        overrides={**TINY, "precompute_targets": True},
+        run=RunContext(quiet=True, teacher=encoder_dir),
+    )
+    # the cache g(x_train) (runtime), then Y_s = g(X_s); no call per outer step
+    assert calls == [len(digits.x_train), 20] and syn.tensors["krr_targets"].shape[0] == 20
+
+
+def test_import_encoder_reads_a_backbone_state_dict(digits, encoder_dir, tmp_path):
+    from safetensors.torch import save_file
+
+    from condense.teachers import import_encoder, load_encoder
+
+    enc = load_encoder(encoder_dir)
+    state = {f"module.{k}": v for k, v in enc.module.state_dict().items() if not k.startswith("classifier.")}
+    state["module.projector.0.weight"] = torch.zeros(4, enc.feature_dim)  # an SSL projector: ignored, recorded
+    save_file(state, tmp_path / "bt.safetensors")
+    imported = import_encoder(tmp_path / "bt.safetensors", "convnet_bn", digits, tmp_path / "imp", model_kwargs=ENC_KW)
+    again = load_encoder(tmp_path / "imp")
+    assert again.recipe["name"] == "imported" and again.recipe["ignored_keys"] == ["projector.0.weight"]
+    assert torch.equal(again.features(digits.x_test[:8]), enc.features(digits.x_test[:8]))
+    assert imported.probe_accuracy == pytest.approx(enc.probe_accuracy)
+    state.pop("module.features.0.weight")
+    save_file(state, tmp_path / "broken.safetensors")
+    with pytest.raises(IntegrityError, match="missing key 'features.0.weight'"):
+        import_encoder(tmp_path / "broken.safetensors", "convnet_bn", digits, None, model_kwargs=ENC_KW)
+
+
+def test_cli_encoder_distill_images_and_eval_target(tmp_path, capsys):
+    from condense.cli import main
+
+    enc = tmp_path / "enc"
+    argv = ["teachers", "encoder", "--dataset", "digits", "--epochs", "1", "--model-arg", "width=16"]
+    assert main([*argv, "--model-arg", "depth=2", "--class-split", "0", "--out", str(enc), "--quiet"]) == 0
+    assert main(["teachers", "show", str(enc), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["kind"] == "encoder"
+    out = tmp_path / "krr"
+    sets = [f"--set={k}={v}" for k, v in TINY.items() if k != "num_images"]
+    base = ["distill", "--method", "krr_st", "--dataset", "digits", "--class-split", "0", "--teacher", str(enc)]
+    assert main([*base, "--images", "15", *sets, "--out", str(out), "--quiet"]) == 0
+    syn = SyntheticSet.load(tmp_path / "krr.safetensors")
+    assert len(syn) == 15 and syn.ipc == 3
+    assert (
+        main(["distill", "--method", "dm", "--dataset", "digits", "--images", "15", "--out", str(tmp_path / "x")]) == 2
+    )
+    assert "--images N is a total budget" in capsys.readouterr().err
+    ev = ["eval", str(tmp_path / "krr.safetensors"), "--dataset", "digits", "--class-split", "0", "--seeds", "1"]
+    small = [
+        "--protocol-set",
+        "width=16",
+        "--protocol-set",
+        "finetune_iterations=3",
+        "--protocol-set",
+        "batch_finetune=32",
+    ]
+    assert main([*ev, "--epochs", "2", "--target", "split", *small, "--json", "--quiet"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["protocol"] == "transfer" and len(row["target"]["classes"]) == 5
+    assert main([*ev, "--protocol-set", "finetune_iterationz=3"]) == 2
+    assert "did you mean" in capsys.readouterr().err.lower()
+    assert main([*ev, "--target", "few_labels:x"]) == 2

@@ -25,6 +25,7 @@ LAYERS = {
     "labels": 1.5,  # the soft-label store and its views: an artifact format below SyntheticSet, which can carry one
     "synthetic": 2,
     "graph_summary": 2.5,  # graph summaries are SyntheticSets with their own tensors
+    "published": 2.5,  # reads the authors' files (DC, MTT, DATM, SRe2L ...) into SyntheticSets
     "teachers": 2.7,  # a teacher is an artifact with its training; evaluation and recover read teachers
     **dict.fromkeys(["expert_trajectories", "eval", "recover"], 3),
     "methods": 4,

@@ -2,7 +2,8 @@
 
 Layout: :mod:`~condense.eval.protocol` (the recipes, one ``PROTOCOLS`` registry), :mod:`~condense.eval.images`
 (image models, seeds x models, vmap or loop), :mod:`~condense.eval.soft` (students on a teacher's soft labels, the
-``soft_label`` protocol), :mod:`~condense.eval.graphs` (GNNs), :mod:`~condense.eval.evaluate`
+``soft_label`` protocol), :mod:`~condense.eval.graphs` (GNNs), :mod:`~condense.eval.transfer` (pre-train on a set,
+fine-tune on a target task: the ``transfer`` protocol of KRR-ST), :mod:`~condense.eval.evaluate`
 (the entry points, dispatching on ``data.kind``), :mod:`~condense.eval.checks` (their argument checks) and
 :mod:`~condense.eval.metrics`. Nothing here imports ``condense.methods``.
 """
@@ -32,6 +33,7 @@ from condense.eval.protocol import (
     get_protocol,
     list_protocols,
 )
+from condense.eval.transfer import TransferProtocol, class_split, few_labels, transfer_evaluate
 
 __all__ = [
     "evaluate",
@@ -42,6 +44,10 @@ __all__ = [
     "EvalProtocol",
     "SoftLabelProtocol",
     "GraphProtocol",
+    "TransferProtocol",
+    "class_split",
+    "few_labels",
+    "transfer_evaluate",
     "GRAPH_PROTOCOL",
     "PROTOCOLS",
     "get_protocol",

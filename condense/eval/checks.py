@@ -16,6 +16,7 @@ import torch
 
 from condense.errors import ArgumentTypeError, ConfigError, MismatchError
 from condense.eval.protocol import EvalProtocol, GraphProtocol, SoftLabelProtocol
+from condense.eval.transfer import TransferProtocol
 from condense.models.gnn import GNNS
 from condense.models.registry import MODELS, TIMM_PREFIX
 
@@ -229,7 +230,9 @@ def check_options(
             check_count(name, value)
     check_number("lr", lr)
     check_number("temperature", temperature)
-    if protocol is not None and not isinstance(protocol, (str, EvalProtocol, GraphProtocol, SoftLabelProtocol)):
+    if protocol is not None and not isinstance(
+        protocol, (str, EvalProtocol, GraphProtocol, SoftLabelProtocol, TransferProtocol)
+    ):
         raise ArgumentTypeError(
             f"protocol must be a name (e.g. 'classic') or a protocol object, got {type(protocol).__name__}"
         )

@@ -36,7 +36,15 @@ from condense.eval.checks import (
 )
 from condense.eval.images import train_and_test
 from condense.eval.metrics import summarize
-from condense.eval.protocol import DEFAULT_PROTOCOLS, EvalProtocol, GraphProtocol, SoftLabelProtocol, get_protocol
+from condense.eval.protocol import (
+    DEFAULT_PROTOCOLS,
+    PROTOCOLS,
+    EvalProtocol,
+    GraphProtocol,
+    SoftLabelProtocol,
+    get_protocol,
+)
+from condense.eval.transfer import TransferProtocol, transfer_evaluate
 from condense.seeding import generator as seeded_generator
 from condense.synthetic import SyntheticSet
 
@@ -299,6 +307,70 @@ def evaluate_tensors(
     }
 
 
+def _transfer_row(
+    syn: SyntheticSet,
+    source: ImageData,
+    protocol: Any,
+    target: Any,
+    kw: dict[str, Any],
+    epochs: int | None,
+    batch_size: int | None,
+    seeds: int | Sequence[int],
+    device: Any,
+) -> dict[str, Any]:
+    """:func:`evaluate` under the ``transfer`` protocol: pre-train on the set, fine-tune on ``target``."""
+    if target is None or getattr(target, "kind", None) != "images":
+        raise ConfigError(
+            "the transfer protocol fine-tunes on a target task: pass target= an ImageData (e.g. the held-out half "
+            "of condense.eval.transfer.class_split(data), or few_labels(data, n)); got "
+            f"{type(target).__name__ if target is not None else 'none'}"
+        )
+    if kw["models"] or not isinstance(seeds, int) or kw["seed"]:
+        raise ConfigError(
+            "the transfer protocol trains its own model (protocol.model) with seeds 0..seeds-1; "
+            "pass neither models= nor a seed list nor seed="
+        )
+    if isinstance(protocol, TransferProtocol):
+        proto = protocol
+    else:  # the registered protocol, sized by what the set's preset records (KRR-ST's digits preset: the demo net)
+        recorded = syn.meta.get("eval") if isinstance(syn.meta.get("eval"), dict) else {}
+        proto = PROTOCOLS.get("transfer").replace(**{k: v for k, v in recorded.items() if k != "protocol"})
+    proto = proto.replace(pretrain_epochs=epochs, batch_pretrain=batch_size)
+    encoder = None
+    ref = syn.meta.get("encoder") if isinstance(syn.meta, dict) else None
+    if isinstance(ref, dict) and ref.get("path") and Path(ref["path"]).exists():
+        from condense.teachers.ssl import load_encoder
+
+        encoder = load_encoder(ref["path"], map_location=device)
+        if encoder.sha256 != ref.get("sha256"):
+            raise MismatchError(
+                f"the set was distilled with the encoder of sha256 {ref.get('sha256')}; '{ref['path']}' now holds "
+                f"{encoder.sha256}"
+            )
+    t0 = time.perf_counter()
+    rows = {
+        r["row"]: r
+        for r in transfer_evaluate(syn, source, target, protocol=proto, seeds=seeds, encoder=encoder, device=device)
+    }
+    model = proto.model
+    out: dict[str, Any] = {
+        "method": syn.method,
+        "dataset": source.name,
+        "ipc": syn.ipc,
+        "num_images": len(syn.images),
+        "label_kind": "representations" if "krr_targets" in syn.tensors else ("soft" if syn.soft_labels else "hard"),
+        "protocol": proto.name,
+        "protocol_version": proto.version,
+        "target": {"dataset": target.name, "classes": list(target.classes), "num_train": len(target.x_train)},
+        "seeds": list(range(seeds)),
+        "accuracy": {model: summarize(rows["set"]["accuracies"])},
+    }
+    for name in ("scratch", "random_real", "random_real_labels"):
+        out[name] = {model: summarize(rows[name]["accuracies"])} if name in rows else None
+    out["seconds"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- entry points
 
 
@@ -319,6 +391,7 @@ def evaluate(
     quiet: bool = True,
     teacher: TeacherArg = None,
     baseline: bool = True,
+    target: Any = None,
 ) -> dict[str, Any]:
     """Score a :class:`~condense.synthetic.SyntheticSet` with the shared protocol of its kind; returns one row.
 
@@ -348,6 +421,12 @@ def evaluate(
             the same teacher(s), same students, seeds and epochs (:func:`random_real_baseline`), as
             ``row["random_real"]`` (the decoupled family's baseline, in every row); skipped (None) when the teachers
             are not available (a stored-label set whose teacher folders are gone).
+        target: ``transfer`` protocol only (KRR-ST's default, ``condense.eval.transfer``): the task to fine-tune on
+            (an ImageData, e.g. the other half of :func:`~condense.eval.transfer.class_split`); ``data`` is then the
+            source the set was distilled from. The row's ``accuracy`` is the fine-tuned accuracy after pre-training
+            on the set, beside ``scratch`` (no pre-training) and ``random_real`` (a random real subset of the same
+            size, pre-trained with the set's objective; for a KRR-ST set also ``random_real_labels``, with
+            cross-entropy on its labels). ``epochs`` sets the pre-training epochs.
 
     Raises:
         MismatchError: ``syn`` and ``data`` are of different kinds, classes or preprocessing.
@@ -374,6 +453,10 @@ def evaluate(
     syn.check_compatible(data)
     if protocol is None:  # the protocol the set's preset was published with (DATM: "datm", batch 128), else classic
         protocol = (syn.meta.get("eval") or {}).get("protocol") if isinstance(syn.meta, dict) else None
+    if protocol == "transfer" or isinstance(protocol, TransferProtocol):
+        return _transfer_row(syn, data, protocol, target, kw, epochs, batch_size, seeds, device)
+    if target is not None:
+        raise ConfigError(f"target= is read by the transfer protocol only, not by '{protocol or 'classic'}'")
     proto = _image_protocol(protocol, epochs, batch_size, temperature)
     if isinstance(proto, SoftLabelProtocol):
         if lr is not None:

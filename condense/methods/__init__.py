@@ -28,6 +28,7 @@ from condense.methods import (  # noqa: F401  (registers every built-in method)
     herding,
     herding_graphs,
     infer,
+    krr_st,
     mirage,
     mtt,
     nrrdd,
@@ -177,8 +178,12 @@ def distill(
         evaluation = method.presets[preset].get("eval")
         if evaluation:  # how the preset's paper scores its sets (DATM: batch 128); evaluate() defaults to it
             syn.meta.setdefault("eval", dict(evaluation))
-    if getattr(method, "needs_teacher", False):  # decoupled sets are scored with their teacher's soft labels
+    if (
+        getattr(method, "needs_teacher", False) and method.teacher_kind == "classifier"
+    ):  # decoupled sets are scored with their teacher's soft labels
         syn.meta.setdefault("eval", {"protocol": "soft_label"})
+    if getattr(method, "needs_teacher", False) and method.teacher_kind == "encoder":  # self-supervised: transfer
+        syn.meta.setdefault("eval", {"protocol": "transfer"})
     return syn
 
 

@@ -125,6 +125,12 @@ class Method(abc.ABC):
     needs_buffer: ClassVar[bool] = False
     #: True when the method reads a trained teacher (``run.teacher``), as SRe2L and RDED do.
     needs_teacher: ClassVar[bool] = False
+    #: What ``run.teacher`` must hold when ``needs_teacher``: ``"classifier"`` (``condense teachers train``) or
+    #: ``"encoder"`` (a self-supervised target encoder, ``condense teachers encoder``; KRR-ST).
+    teacher_kind: ClassVar[str] = "classifier"
+    #: ``"per_class"``: ``ipc`` images of every class (class-balanced sets); ``"total"``: a budget of images in all,
+    #: drawn without regard to class (KRR-ST's m, ``--images N``), so a set may miss a class.
+    budget: ClassVar[str] = "per_class"
 
     def resolve_config(self, preset: str | None = None, overrides: Mapping[str, Any] | None = None) -> Any:
         """Defaults <- preset <- overrides, validated."""

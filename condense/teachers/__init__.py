@@ -76,10 +76,13 @@ from condense.teachers.record import (
     measure_accuracy,
 )
 from condense.teachers.ssl import (
+    ENCODER_JSON_FILE,
+    ENCODER_TENSOR_FILE,
     Encoder,
     EncoderRecipe,
     barlow_twins_loss,
     default_encoder_recipe,
+    import_encoder,
     linear_probe_accuracy,
     load_encoder,
     train_encoder,
@@ -87,10 +90,13 @@ from condense.teachers.ssl import (
 from condense.teachers.train import TeacherSpec, train_teacher, train_teachers
 
 __all__ = [
+    "ENCODER_JSON_FILE",
+    "ENCODER_TENSOR_FILE",
     "Encoder",
     "EncoderRecipe",
     "barlow_twins_loss",
     "default_encoder_recipe",
+    "import_encoder",
     "linear_probe_accuracy",
     "load_encoder",
     "train_encoder",

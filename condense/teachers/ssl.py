@@ -69,6 +69,7 @@ __all__ = [
     "EncoderRecipe",
     "barlow_twins_loss",
     "default_encoder_recipe",
+    "import_encoder",
     "linear_probe_accuracy",
     "load_encoder",
     "train_encoder",
@@ -79,6 +80,8 @@ _FORMAT_VERSION = 1
 ENCODER_TENSOR_FILE = "encoder.safetensors"
 ENCODER_JSON_FILE = "encoder.json"
 _BATCH = 1024
+#: ``recipe["name"]`` of an encoder read from a user's checkpoint (:func:`import_encoder`)
+IMPORTED_ENCODER = "imported"
 
 _FIELDS: dict[str, Any] = {
     "format": str,
@@ -453,7 +456,8 @@ def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> 
         raise IntegrityError(f"'{tpath}' does not fit architecture {m['name']!r}: {str(e).splitlines()[0]}") from e
     if net.num_features != meta["feature_dim"]:
         raise IntegrityError(f"'{spath}': feature_dim {meta['feature_dim']} != the architecture's {net.num_features}")
-    config_from_dict(EncoderRecipe, meta["recipe"])
+    if meta["recipe"].get("name") != IMPORTED_ENCODER:
+        config_from_dict(EncoderRecipe, meta["recipe"])
     return Encoder(
         module=net.to(map_location).eval(),
         model=m["name"],
@@ -472,3 +476,66 @@ def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> 
         path=folder,
         sha256=meta["sha256"],
     )
+
+
+def import_encoder(
+    checkpoint: str | Path,
+    model: str,
+    data: Any,
+    out: str | Path | None,
+    *,
+    model_kwargs: dict[str, Any] | None = None,
+    key: str | None = None,
+    device: str | torch.device = "cpu",
+) -> Encoder:
+    """A self-supervised backbone trained elsewhere as a KRR-ST target encoder: loaded strictly into condense
+    architecture ``model`` (its ``embed`` is the representation), probed on ``data`` and saved to ``out``.
+
+    The checkpoint is read by :func:`condense.teachers.read_state_dict` (safetensors or weights-only
+    ``torch.load``; ``module.`` / ``_orig_mod.`` prefixes removed). A projector or classifier head in it is not part
+    of the representation: entries under ``classifier.`` and ``projector.`` are ignored (named in the record); every
+    other key must fit the backbone exactly. The recipe records ``name="imported"``, the source file and its sha256.
+
+    Raises:
+        DataNotFoundError: the checkpoint is absent. IntegrityError: it cannot be read as weights only, or does not
+        fit the architecture (naming the first missing or unexpected key, or a tensor of another shape).
+    """
+    from condense.teachers.external import read_state_dict
+
+    if getattr(data, "kind", None) != "images":
+        raise MismatchError(f"import_encoder needs image data, got {type(data).__name__}")
+    model_kwargs = dict(model_kwargs or {})
+    state, info = read_state_dict(checkpoint, key)
+    heads = ("classifier.", "projector.")
+    ignored = sorted(k for k in state if k.startswith(heads))
+    state = {k: v for k, v in state.items() if not k.startswith(heads)}
+    input_shape = [data.channels, *map(int, data.image_size)]
+    net = _backbone(model, input_shape, model_kwargs, 0)
+    own = {k: v for k, v in net.state_dict().items() if not k.startswith(heads)}
+    where = f"checkpoint '{checkpoint}' does not fit backbone {model!r} {model_kwargs}"
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        first = f"missing key '{missing[0]}'" if missing else f"unexpected key '{unexpected[0]}'"
+        raise IntegrityError(f"{where}: {first} ({len(missing)} missing, {len(unexpected)} unexpected)")
+    for k, v in own.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise IntegrityError(f"{where}: '{k}' is {tuple(state[k].shape)} in the file, {tuple(v.shape)} here")
+    net.load_state_dict({**net.state_dict(), **state}, strict=True)
+    enc = Encoder(
+        module=net.to(device).eval(),
+        model=model,
+        model_kwargs=model_kwargs,
+        dataset=data.name,
+        fingerprint=data.fingerprint,
+        classes=list(data.classes),
+        preprocessing=data.preprocessing(),
+        recipe={"name": IMPORTED_ENCODER, **info, "ignored_keys": ignored},
+        epochs=0,
+        seed=0,
+        probe_accuracy=0.0,
+        input_shape=input_shape,
+    )
+    enc.probe_accuracy = linear_probe_accuracy(enc, data)
+    if out is not None:
+        enc.save(out)
+    return enc

@@ -302,6 +302,8 @@ _BUFFERS = {
 #: what keeps a gated run of each method short (two iterations; dc/dsa/dm with small real batches)
 _SHORT = {"dm": {"batch_real": 8}, "dc": {"batch_real": 8, "num_outer_loops": 2, "inner_epochs": 1}}
 _SHORT["dsa"] = _SHORT["dc"]
+_SHORT["krr_st"] = {"batch_real": 32, "num_models": 2, "pool_steps": 3, "width": 16}
+_TEACHERS = {"classifier": "digits_teacher", "encoder": "digits_encoder"}
 
 
 def _digits_cases() -> list[tuple[str, str | None, int]]:
@@ -320,7 +322,7 @@ def test_every_digits_preset_of_every_image_method_passes_the_gate(name, preset,
     buffer = None
     if method.needs_buffer:
         buffer = request.getfixturevalue(_BUFFERS[getattr(method.resolve_config(preset), "expert_kind", "any")])
-    teacher = request.getfixturevalue("digits_teacher") if method.needs_teacher else None
+    teacher = request.getfixturevalue(_TEACHERS[method.teacher_kind]) if method.needs_teacher else None
     run = RunContext(quiet=True, buffer=buffer, teacher=teacher)
     syn = distill(name, digits, ipc=ipc, preset=preset, overrides=over, run=run)
     check_plausible(syn, digits)  # distill() already ran it; the set it returned passes
