@@ -3,7 +3,8 @@
 The scripts are found by glob, so a new ``benchmarks/*.py`` is covered without touching this file
 (``_common.py``, the shared helpers, is not a script). Each runs in a subprocess from the repository root with
 the caller's environment (``OMP_NUM_THREADS`` and the like unchanged). ``gpu_check.py`` has its own test below, which
-also reads what its JSON says (it is the one the device session runs, so a wrong label would cost device time).
+also reads what its JSON says (it is the one the device session runs, so a wrong label would cost device time);
+``graph_speed.py`` has one in ``tests/methods/test_mirage.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-OWN_TEST = {"gpu_check.py"}
+#: scripts with a test of their own that also reads their JSON: gpu_check below; graph_speed in
+#: tests/methods/test_mirage.py::test_benchmark_quick (running it here too would run the same 30-50 s twice)
+OWN_TEST = {"gpu_check.py", "graph_speed.py"}
 SCRIPTS = sorted(p.name for p in (REPO / "benchmarks").glob("*.py") if p.name != "_common.py")
 
 
