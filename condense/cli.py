@@ -476,6 +476,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="new artifact NAME; writes NAME.safetensors and NAME.json")
     p.add_argument("--force", action="store_true", help="replace an existing artifact at --out")
     _common(p)
+
+    # bench: a TOML grid of datasets x methods x IPC x models x seeds (condense/bench/run.py)
+    p = sub.add_parser("bench", help="run a benchmark grid (specs/*.toml) into a results JSONL, resumably")
+    p.add_argument("spec", help="the grid, a TOML file (specs/digits.toml)")
+    p.add_argument("--work", default=None, help="work folder: cells, buffers, teachers, sets (default bench-NAME)")
+    p.add_argument("--out", default=None, help="results JSONL (default WORK/results.jsonl), rebuilt every run")
+    p.add_argument("--device", default=None, help="cpu, cuda (cuda:LOCAL_RANK under torchrun; default: cuda if any)")
+    p.add_argument("--dry-run", action="store_true", help="validate; print the cells and prerequisites only")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-cell lines")
     return parser
 
 
@@ -1377,6 +1386,28 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from condense.bench.run import run_bench
+
+    device = "cpu" if args.dry_run else _device(args.device)
+    res = run_bench(
+        args.spec,
+        args.work,
+        args.out,
+        device=device,
+        dry_run=args.dry_run,
+        quiet=args.quiet,
+        progress=None if args.quiet else print,
+    )
+    if args.dry_run:
+        for c in res["cells"]:
+            print(f"{c['cell']}  {c['role']:<11} {c['label']}{'  (done)' if c['done'] else ''}")
+        for p in res["prerequisites"]:
+            print(f"{p['kind']:<8} {p['id']}  {'made' if p['made'] else 'to make'}: {json.dumps(p['spec'])}")
+        print(f"{len(res['cells'])} cells, {len(res['prerequisites'])} prerequisites")
+    return 0
+
+
 COMMANDS = {
     "datasets": cmd_list,
     "models": cmd_list,
@@ -1392,6 +1423,7 @@ COMMANDS = {
     "export": cmd_export,
     "import": cmd_import,
     "report": cmd_report,
+    "bench": cmd_bench,
 }
 
 

@@ -30,6 +30,7 @@ LAYERS = {
     **dict.fromkeys(["expert_trajectories", "eval", "recover"], 3),
     "methods": 4,
     "demo": 5,
+    "bench": 5.5,  # condense bench / report: grids of cells over demo, methods and eval
     "cli": 6,
     "__main__": 7,
 }

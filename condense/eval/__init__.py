@@ -18,12 +18,7 @@ from condense.eval.evaluate import (
     random_real_baseline,
 )
 from condense.eval.graphs import GraphSource, summary_readout, train_and_test_gnn
-from condense.eval.metrics import (
-    hard_label_recovery,
-    improvement_over_random,
-    label_robust_score,
-    summarize,
-)
+from condense.eval.metrics import RankingMetrics, ars, hlr, ior, lrs, ranking_metrics, squash, summarize
 from condense.eval.protocol import (
     GRAPH_PROTOCOL,
     PROTOCOLS,
@@ -56,7 +51,11 @@ __all__ = [
     "train_and_test_gnn",
     "summary_readout",
     "summarize",
-    "improvement_over_random",
-    "hard_label_recovery",
-    "label_robust_score",
+    "ior",
+    "hlr",
+    "lrs",
+    "ars",
+    "squash",
+    "ranking_metrics",
+    "RankingMetrics",
 ]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -11,9 +9,6 @@ from condense import distill, evaluate
 from condense.errors import ConfigError, UnknownNameError
 from condense.eval import (
     get_protocol,
-    hard_label_recovery,
-    improvement_over_random,
-    label_robust_score,
     random_real_baseline,
 )
 from condense.eval.images import soft_target_loss, train_and_test
@@ -143,16 +138,3 @@ def test_protocol_validation():
         get_protocol("classic").replace(epochs=0)
     with pytest.raises(UnknownNameError, match="did you mean 'classic'"):
         get_protocol("clasic")
-
-
-def test_dd_ranking_metrics_are_fractions():
-    ior = improvement_over_random(0.65, 0.31)
-    hlr = hard_label_recovery(0.848, 0.65)
-    assert math.isclose(ior, 0.34) and math.isclose(hlr, 0.198)
-    lrs = label_robust_score(ior, hlr)
-    # DD-Ranking: LRS = (e^(w IOR - (1 - w) HLR) - e^-1) / (e - e^-1), w = 0.5
-    assert lrs == pytest.approx((math.exp(0.5 * 0.34 - 0.5 * 0.198) - math.exp(-1)) / (math.e - math.exp(-1)))
-    assert math.isclose(label_robust_score(1.0, -1.0), 1.0)
-    assert math.isclose(label_robust_score(-1.0, 1.0), 0.0, abs_tol=1e-12)
-    with pytest.raises(ValueError, match="percent"):
-        label_robust_score(34.0, 19.8)
