@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1] / "condense"
 #: top-level module or subpackage of condense -> layer; a module imports only from its own layer or lower ones, and
 #: within its own layer only from its own subpackage (data, models and augment are independent of each other).
 LAYERS = {
-    **dict.fromkeys(["_version", "errors", "registry", "config", "io", "seeding", "optim"], 0),
+    **dict.fromkeys(["_version", "errors", "registry", "config", "io", "seeding", "optim", "distributed"], 0),
     **dict.fromkeys(["data", "models", "augment"], 1),
     "labels": 1.5,  # the soft-label store and its views: an artifact format below SyntheticSet, which can carry one
     "synthetic": 2,

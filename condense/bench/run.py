@@ -27,8 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from condense.bench.dist import Ranks, assign
 from condense.bench.spec import Cell, Spec, expand, load_spec, prereq_id
+from condense.distributed import DistContext
 from condense.io import read_json, sha256_file, write_json_atomic
 
 __all__ = ["plan", "run_bench"]
@@ -79,7 +79,7 @@ def _stage(stages: dict[str, Any], name: str, device: Any):
     }
 
 
-def _hardware(device: Any, ranks: Ranks) -> dict[str, Any]:
+def _hardware(device: Any, ranks: DistContext) -> dict[str, Any]:
     import torch
 
     dev = str(device)
@@ -138,7 +138,9 @@ def _label(c: Cell) -> str:
 
 
 class _Runner:
-    def __init__(self, spec: Spec, work: Path, device: Any, quiet: bool, say: Callable[[str], None], ranks: Ranks):
+    def __init__(
+        self, spec: Spec, work: Path, device: Any, quiet: bool, say: Callable[[str], None], ranks: DistContext
+    ):
         self.spec, self.work, self.device, self.quiet, self.say, self.ranks = spec, work, device, quiet, say, ranks
         self._data: dict[tuple[str, bool], Any] = {}
         self.made: dict[str, dict[str, Any]] = {}
@@ -386,7 +388,7 @@ def run_bench(
     if dry_run:
         return {"dry_run": True, **plan(spec, work)}
     say = progress or (lambda _m: None)
-    ranks = Ranks.from_env(device)
+    ranks = DistContext.from_env(device)
     dev = torch.device(device)
     if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
         dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
@@ -399,7 +401,7 @@ def run_bench(
         ranks.close()
 
 
-def _run(spec: Spec, work: Path, out: Path, dev: Any, quiet: bool, say: Any, ranks: Ranks, t0: float) -> dict:
+def _run(spec: Spec, work: Path, out: Path, dev: Any, quiet: bool, say: Any, ranks: DistContext, t0: float) -> dict:
     runner = _Runner(spec, work, dev, quiet, say, ranks)
     cells = expand(spec)
     runner.first = {}
@@ -421,7 +423,7 @@ def _run(spec: Spec, work: Path, out: Path, dev: Any, quiet: bool, say: Any, ran
                 say(f"teacher {t.get('name', t.get('model'))} ({c.config['dataset']})")
                 teacher_dirs[prereq_id(tspec)] = runner.teacher(tspec)
     ranks.barrier()
-    mine = {cid for cid in assign([c.id for c in pending], ranks.rank, ranks.world)}
+    mine = {c.id for c in pending[ranks.rank :: ranks.world]}  # round robin in grid order
     todo = [c for c in pending if c.id in mine]
     bar = None
     if not quiet:

@@ -3,7 +3,7 @@
 Files, in reading order: ``configs.py`` (expert kinds and the papers' presets), ``manifest.py`` (the buffer format:
 manifest header, expert files, resume scan), ``buffer.py`` (:class:`ExpertBuffer`, the read side), ``record.py``
 (:func:`record_experts` and its resume loop), ``_partial.py`` (checkpoints of the experts in training, the progress
-log), ``_train.py`` (the vmapped K-expert trainer), ``_dist.py`` (torchrun), ``sam.py`` (GSAM for flat experts).
+log), ``_train.py`` (the vmapped K-expert trainer), ``sam.py`` (GSAM for flat experts).
 
 Example:
     >>> from condense.expert_trajectories import get_expert_config

@@ -3,7 +3,7 @@
 An expert is a network trained on the real data whose parameters are saved at initialization and after every epoch;
 trajectory matchers (MTT, FTD, DATM, AST) start students from these snapshots. The kinds and the papers' presets are
 in ``configs.py``, the vmapped trainer in ``_train.py``, the files in ``manifest.py``, the checkpoints of experts in
-training and the progress log in ``_partial.py``, torchrun in ``_dist.py``.
+training and the progress log in ``_partial.py``, torchrun in :mod:`condense.distributed`.
 Cost: digits, ConvNet width 128, one CPU core: 0.57 s per expert-epoch trained one at a time
 (``benchmarks/experts_speed.py``); on CUDA, K experts share each step through ``vmap``.
 
@@ -48,8 +48,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from condense.distributed import DistContext, resolve_device
 from condense.errors import ConfigError, DivergenceError
-from condense.expert_trajectories._dist import DistContext, resolve_device
 from condense.expert_trajectories._partial import (
     LOG_NAME,
     PARTIAL_FORMAT,

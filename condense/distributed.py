@@ -1,6 +1,7 @@
-"""torchrun plumbing for the recorder: the process group when ``WORLD_SIZE`` > 1, and the per-rank device.
+"""torchrun plumbing: the process group when ``WORLD_SIZE`` > 1, and the per-rank device.
 
-A single process (no torchrun) gets a context whose barrier and gather do nothing, so the recorder has one code path.
+A single process (no torchrun) gets a context whose barrier and gather do nothing, so the callers (the expert
+recorder, ``condense bench``) have one code path.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class DistContext:
     created: bool = False
 
     @classmethod
-    def from_env(cls, device: torch.device) -> DistContext:
+    def from_env(cls, device: torch.device | str) -> DistContext:
         """Join (or create) the process group torchrun describes: nccl on CUDA, gloo on the CPU."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
@@ -42,7 +43,7 @@ class DistContext:
             raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
         created = False
         if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+            dist.init_process_group(backend="nccl" if torch.device(device).type == "cuda" else "gloo")
             created = True
         return cls(rank=dist.get_rank(), world=dist.get_world_size(), created=created)
 
