@@ -44,6 +44,7 @@ __all__ = [
     "time_ms",
     "summarize_ms",
     "print_result",
+    "run_stage",
 ]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -210,3 +211,18 @@ def print_result(
     out = {"benchmark": benchmark, "metadata": metadata(device), "config": config, "results": results}
     print(json.dumps(out), flush=True)
     return out
+
+
+def run_stage(
+    results: list[dict[str, Any]], name: str, device: torch.device | str, fn: Callable[[], Any], **extra: Any
+):
+    """Run ``fn`` as one benchmark stage: its wall seconds and peak memory (reset first) appended to ``results`` as
+    ``{"stage": name, "seconds", "peak_mem_mb", **extra}`` and echoed on stderr; returns ``(fn(), row)``."""
+    reset_peak_memory(device)
+    t0 = time.perf_counter()
+    out = fn()
+    synchronize(device)
+    row = {"stage": name, "seconds": round(time.perf_counter() - t0, 3), "peak_mem_mb": peak_memory_mb(device), **extra}
+    results.append(row)
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return out, row

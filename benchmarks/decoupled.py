@@ -76,7 +76,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import metadata, peak_memory_mb, reset_peak_memory, synchronize  # noqa: E402
+from _common import metadata, run_stage, synchronize  # noqa: E402
 
 #: (method, dataset, ipc) -> the paper's ResNet-18 figure (shared/reference/decoupled.md §5)
 PAPER = {
@@ -174,17 +174,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "step": {"size": 224, "batch": 100, "steps": 5},
     },
 }
-
-
-def _stage(results: list[dict[str, Any]], name: str, device: str, fn, **extra: Any) -> Any:
-    reset_peak_memory(device)
-    t0 = time.perf_counter()
-    out = fn()
-    synchronize(device)
-    row = {"stage": name, "seconds": round(time.perf_counter() - t0, 3), "peak_mem_mb": peak_memory_mb(device), **extra}
-    results.append(row)
-    print(json.dumps(row), file=sys.stderr, flush=True)
-    return out, row
 
 
 def _load(cfg: dict[str, Any], data_root: str | None):
@@ -302,13 +291,13 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="condense-decoupled-"))
     work.mkdir(parents=True, exist_ok=True)
-    data, _ = _stage(results, "load", device, lambda: _load(cfg, args.data_root), dataset=cfg["dataset"])
+    data, _ = run_stage(results, "load", device, lambda: _load(cfg, args.data_root), dataset=cfg["dataset"])
     results[-1].update({"train_images": int(data.x_train.shape[0]), "test_images": int(data.x_test.shape[0])})
     needs_committee = any(COMMITTEE_METHODS.get(m) for m in methods)
     specs = [cfg["teacher"], *(cfg.get("committee", []) if needs_committee else [])]
     teachers = []
     for spec in specs:
-        (t, reused), row = _stage(
+        (t, reused), row = run_stage(
             results, "teacher", device, partial(_teacher, data, spec, work, device), model=spec["model"]
         )
         row.update({"epochs": spec["epochs"], "test_accuracy": t.test_accuracy, "reused": reused})
@@ -323,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             used = teachers if group == "committee" else teachers[:1]
             folders = [t.path for t in used]
             if group not in baselines:  # random real relabeled by the same teachers, same protocol
-                base, row = _stage(
+                base, row = run_stage(
                     results,
                     "random_real",
                     device,
@@ -337,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             gen = torch.Generator().manual_seed(0)
             overrides = dict(overrides)
             preset = overrides.pop("preset", None)
-            syn, srow = _stage(
+            syn, srow = run_stage(
                 results,
                 f"{method}_synthesis",
                 device,
@@ -352,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                 srow["image_iterations_per_second"] = round(len(syn) * iters / max(srow["seconds"], 1e-9), 1)
             srow["config"] = syn.config
             srow["images"] = len(syn)
-            row_eval, erow = _stage(
+            row_eval, erow = run_stage(
                 results,
                 f"{method}_eval",
                 device,
@@ -368,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
                 from condense.augment.views import ViewRecipe
 
                 recipe = ViewRecipe(flip=data.name not in ("digits",))
-                store, lrow = _stage(
+                store, lrow = run_stage(
                     results,
                     f"{method}_relabel",
                     device,
@@ -398,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             dump("running")
     st = cfg["step"]
-    step, srow = _stage(
+    step, srow = run_stage(
         results, "recover_step", device, lambda: _recover_step(st["size"], st["batch"], st["steps"], device)
     )
     srow.update(step)

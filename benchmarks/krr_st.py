@@ -47,12 +47,11 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from _common import metadata, peak_memory_mb, reset_peak_memory, synchronize
+from _common import metadata, run_stage
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "quick": {
@@ -105,17 +104,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "seeds": 3,
     },
 }
-
-
-def _stage(results: list[dict[str, Any]], name: str, device: str, fn, **extra: Any) -> Any:
-    reset_peak_memory(device)
-    t0 = time.perf_counter()
-    out = fn()
-    synchronize(device)
-    row = {"stage": name, "seconds": round(time.perf_counter() - t0, 3), "peak_mem_mb": peak_memory_mb(device), **extra}
-    results.append(row)
-    print(json.dumps(row), file=sys.stderr, flush=True)
-    return out, row
 
 
 def _load(cfg: dict[str, Any], data_root: str | None):
@@ -186,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="condense-krr-st-"))
     work.mkdir(parents=True, exist_ok=True)
-    (source, target), row = _stage(results, "load", device, lambda: _load(cfg, args.data_root), dataset=cfg["dataset"])
+    (source, target), row = run_stage(
+        results, "load", device, lambda: _load(cfg, args.data_root), dataset=cfg["dataset"]
+    )
     row.update(
         {
             "source_classes": list(source.classes),
@@ -197,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     spec = cfg["encoder"]
-    (enc, reused), row = _stage(results, "encoder", device, lambda: _encoder(source, spec, work, device))
+    (enc, reused), row = run_stage(results, "encoder", device, lambda: _encoder(source, spec, work, device))
     row.update({"model": spec["model"], "epochs": spec["epochs"], "probe_accuracy": enc.probe_accuracy})
     row["reused"] = reused
     dump("running")
@@ -209,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if saved.is_file() and (run_dir / "log.jsonl").is_file():  # --work reuse: the set of the same config, its log
         from condense.synthetic import SyntheticSet
 
-        old, row = _stage(results, "distill", device, lambda: SyntheticSet.load(saved))
+        old, row = run_stage(results, "distill", device, lambda: SyntheticSet.load(saved))
         same = all(old.config.get(k) == v for k, v in cfg["overrides"].items())
         try:
             old.check_compatible(source)
@@ -220,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             results.pop()
     if syn is None:
-        syn, row = _stage(
+        syn, row = run_stage(
             results,
             "distill",
             device,
@@ -235,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         row["init_seconds"] = round(row["seconds"] - median * steps / 1000, 3)
     dump("running")
     protocol = TransferProtocol(**cfg["transfer"])
-    res, row = _stage(
+    res, row = run_stage(
         results,
         "transfer",
         device,
